@@ -1,0 +1,18 @@
+//! pitr: PostgreSQL WAL archiving and point-in-time recovery on S3-compatible
+//! object stores and local directories, in Barman's object layout.
+//!
+//! The library never prints and never exits: commands in `main.rs` and
+//! `cli/` parse arguments, build a [`repo::Repo`], call one function here,
+//! and print the result.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod layout;
+pub mod repo;
+pub mod store;
+pub mod transfer;
+pub mod wal;
+
+pub use error::{Error, ErrorKind, Result};

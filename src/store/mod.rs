@@ -1,0 +1,82 @@
+//! Object stores: one interface, two drivers (S3 and a local directory).
+//! Keys are `/`-separated paths built only by [`crate::layout`].
+
+pub mod fs;
+pub mod s3;
+mod s3_error;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncRead;
+
+use crate::error::Result;
+
+/// User metadata stored with an object (`x-amz-meta-*` on S3).
+pub type Metadata = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    /// Stored size in bytes (after compression and encryption).
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+    /// Empty in listings; filled by `head` and `get`.
+    pub metadata: Metadata,
+}
+
+pub type Body = std::pin::Pin<Box<dyn AsyncRead + Send>>;
+
+pub struct Object {
+    pub info: ObjectInfo,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Store only if no object exists under the key (never overwrite).
+    pub if_absent: bool,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored,
+    /// `if_absent` was set and an object was already there; nothing changed.
+    AlreadyExists,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Where this store is, for messages (never includes credentials).
+    fn url(&self) -> String;
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
+    async fn get(&self, key: &str) -> Result<Option<Object>>;
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Starts a streaming upload; nothing is visible under `key` until
+    /// [`ObjectWriter::finish`] returns `Stored`.
+    async fn writer(&self, key: &str, opts: PutOptions) -> Result<Box<dyn ObjectWriter>>;
+
+    /// Stores a small object in one call.
+    async fn put(&self, key: &str, data: Bytes, opts: PutOptions) -> Result<PutOutcome> {
+        let mut w = self.writer(key, opts).await?;
+        w.write(data).await?;
+        w.finish(Metadata::new()).await
+    }
+}
+
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Completes the object. `late_metadata` (known only once all data is
+    /// written, such as a checksum) is added where the driver can still do
+    /// so: a single PUT or a local file; a multipart upload keeps only the
+    /// metadata given at the start.
+    async fn finish(self: Box<Self>, late_metadata: Metadata) -> Result<PutOutcome>;
+    /// Drops everything written; leaves no partial object or open upload.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}

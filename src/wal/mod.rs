@@ -1,0 +1,15 @@
+//! WAL: names, positions, page headers, and the push and fetch operations
+//! that `archive_command` and `restore_command` call.
+
+pub mod fetch;
+pub mod identity;
+pub mod locate;
+pub mod lsn;
+pub mod name;
+pub mod page_header;
+pub mod push;
+pub mod timeline;
+
+pub use lsn::Lsn;
+pub use name::{SegmentName, WalFileName};
+pub use timeline::TimelineId;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's test command: start a throw-away Ceph RGW (S3 over HTTPS and
+# HTTP), make sure the barman-cloud venv exists, run `cargo test`, clean up.
+# Extra arguments go to `cargo test`; its exit status is ours.
+#
+# Exports for the tests: PITR_TEST_S3_* (see tests/support/ceph-rgw.sh),
+# PITR_TEST_RGW_DIR and PITR_TEST_BARMAN_VENV.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+support=$PWD/tests/support
+
+rgw_dir=$(mktemp -d /tmp/pitr-rgw.XXXXXX)
+cleanup() {
+    bash "$support/ceph-rgw.sh" stop "$rgw_dir" || true
+    rm -rf "$rgw_dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+bash "$support/ceph-rgw.sh" start "$rgw_dir"
+# shellcheck disable=SC1091
+source "$rgw_dir/env.sh"
+export PITR_TEST_RGW_DIR=$rgw_dir
+
+export PITR_TEST_BARMAN_VENV=${PITR_TEST_BARMAN_VENV:-/opt/pitr-test/barman-venv}
+bash "$support/barman-venv.sh" "$PITR_TEST_BARMAN_VENV" >/dev/null
+
+rc=0
+cargo test --workspace "$@" || rc=$?
+exit "$rc"
