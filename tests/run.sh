@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 support=$PWD/tests/support
 
 rgw_dir=$(mktemp -d /tmp/pitr-rgw.XXXXXX)
+# shellcheck disable=SC2317 # called from the trap
 cleanup() {
     bash "$support/ceph-rgw.sh" stop "$rgw_dir" || true
     rm -rf "$rgw_dir"

@@ -97,7 +97,7 @@ start() {
     # On any failure from here on, stop what was started (logs stay in DIR).
     trap 'rc=$?; ((rc == 0)) || stop "'"$d"'"' EXIT
 
-    local ports mon2 mon1 http https fsid secret kmskey
+    local mon2 mon1 http https fsid secret kmskey
     read -r mon2 mon1 http https <<<"$(free_ports 4)"
     fsid=$(cat /proc/sys/kernel/random/uuid)
     secret=$(openssl rand -hex 20)
@@ -268,8 +268,9 @@ stop() {
     # radosgw takes about 6 s to stop gracefully; nothing here is worth keeping.
     alive=$(wait_gone 20 "${pids[@]}")
     [[ -z $alive ]] && return 0
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2086 # a list of pids
     kill -KILL $alive 2>/dev/null || true
+    # shellcheck disable=SC2086
     alive=$(wait_gone 50 $alive)
     [[ -z $alive ]] || die "processes still running: $alive"
 }

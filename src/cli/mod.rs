@@ -1,0 +1,48 @@
+//! The command line: the only place that knows clap. Each command parses,
+//! builds a repository, calls one library function, and reports.
+
+pub mod config_file;
+pub mod exit;
+pub mod repo_args;
+pub mod wal_fetch;
+pub mod wal_push;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pitr",
+    version,
+    about = "PostgreSQL WAL archiving and point-in-time recovery on S3 (Ceph RGW, MinIO, AWS) or a local directory",
+    after_help = "Settings come from flags, environment variables (shown with each flag), or a settings \
+                  file of KEY=VALUE lines named by --config / PITR_CONFIG."
+)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, env = "PITR_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Settings file of KEY=VALUE lines (PITR_REPO=..., S3_ACCESS_KEY_ID=...),
+    /// read before anything else; the environment wins over it.
+    #[arg(long, global = true, env = "PITR_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive one WAL file: archive_command = 'pitr wal-push %p'
+    WalPush(wal_push::WalPushArgs),
+    /// Restore one WAL file: restore_command = 'pitr wal-fetch %f %p'
+    WalFetch(wal_fetch::WalFetchArgs),
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::WalPush(args) => wal_push::run(args).await,
+        Command::WalFetch(args) => wal_fetch::run(args).await,
+    }
+}

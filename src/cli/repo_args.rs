@@ -1,0 +1,91 @@
+//! Repository flags shared by every command, each with its environment
+//! variable. Credentials are read from the environment only: never flags,
+//! which would show in process titles.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use pitr::codec::Compression;
+use pitr::config::{RepoConfig, S3Credentials, S3Settings, Sse};
+use pitr::error::{Error, Result};
+
+#[derive(Debug, Args)]
+pub struct RepoArgs {
+    /// Repository: s3://bucket[/prefix] or file:///absolute/dir
+    #[arg(long, env = "PITR_REPO", value_name = "URL")]
+    pub repo: String,
+
+    /// Barman server name: the folder under the prefix that holds this cluster
+    #[arg(long, env = "PITR_SERVER_NAME", value_name = "NAME")]
+    pub server_name: String,
+
+    /// S3 endpoint, e.g. https://rgw.example:7443 (Ceph RGW, MinIO); AWS when unset
+    #[arg(long, env = "PITR_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// S3 region (any name for Ceph RGW and MinIO)
+    #[arg(long, env = "PITR_REGION", default_value = "us-east-1")]
+    pub region: String,
+
+    /// PEM file of CA certificates to trust besides the system's
+    #[arg(long, env = "PITR_CA_BUNDLE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// Use virtual-host-style S3 addressing instead of path style
+    #[arg(long, env = "PITR_S3_VIRTUAL_HOST_STYLE")]
+    pub virtual_host_style: bool,
+
+    /// Server-side encryption: none, AES256 (SSE-S3) or aws:kms (SSE-KMS)
+    #[arg(long, env = "PITR_SSE", default_value = "none")]
+    pub sse: String,
+
+    /// KMS key id for --sse aws:kms
+    #[arg(long, env = "PITR_SSE_KMS_KEY_ID", value_name = "ID")]
+    pub sse_kms_key_id: Option<String>,
+
+    /// Compression of stored objects: gzip or none
+    #[arg(long, env = "PITR_COMPRESSION", default_value = "gzip")]
+    pub compression: String,
+
+    /// gzip level, 1 (fastest) to 9 (smallest)
+    #[arg(long, env = "PITR_COMPRESSION_LEVEL", default_value_t = Compression::DEFAULT_GZIP_LEVEL,
+          value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: u32,
+
+    /// File holding a 256-bit key for client-side AES-256-GCM encryption
+    #[arg(long, env = "PITR_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    pub fn to_config(&self) -> Result<RepoConfig> {
+        let compression = match self.compression.parse::<Compression>()? {
+            Compression::Gzip { .. } => Compression::Gzip {
+                level: self.compression_level,
+            },
+            other => other,
+        };
+        let kms = self.sse_kms_key_id.clone().filter(|s| !s.is_empty());
+        let sse = Sse::parse(&self.sse, kms.clone())?;
+        if kms.is_some() && !matches!(sse, Sse::Kms { .. }) {
+            return Err(Error::Config(
+                "--sse-kms-key-id / PITR_SSE_KMS_KEY_ID is set, but --sse is not aws:kms".into(),
+            ));
+        }
+        Ok(RepoConfig {
+            location: self.repo.parse()?,
+            server_name: self.server_name.clone(),
+            s3: S3Settings {
+                endpoint_url: self.endpoint_url.clone().filter(|s| !s.is_empty()),
+                region: self.region.clone(),
+                ca_bundle: self.ca_bundle.clone(),
+                credentials: S3Credentials::from_env(),
+                sse,
+                path_style: !self.virtual_host_style,
+            },
+            compression,
+            encryption_key_file: self.encryption_key_file.clone(),
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! `pitr wal-fetch NAME DEST`
+//!
+//! Exit 1 means "not in the archive", which PostgreSQL takes as the end of
+//! archived WAL. Any other failure is retried; then, outside standby mode, it
+//! exits 255 so that PostgreSQL stops rather than ending recovery early and
+//! promoting with WAL missing. In standby mode it exits 1 so PostgreSQL falls
+//! back to streaming replication.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use tracing::{debug, error, info, warn};
+
+use super::exit;
+use super::repo_args::RepoArgs;
+use pitr::config::redact;
+use pitr::error::{Error, ErrorKind};
+use pitr::repo::Repo;
+use pitr::wal::fetch::fetch;
+use pitr::wal::WalFileName;
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Treat this server as a standby: on failure exit 1 so PostgreSQL falls
+    /// back to streaming (also when standby.signal is in the data directory)
+    #[arg(long, env = "PITR_STANDBY")]
+    pub standby: bool,
+
+    /// Data directory to look for standby.signal in (default: the current
+    /// directory, which is the data directory when PostgreSQL runs restore_command)
+    #[arg(long, env = "PITR_PGDATA", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+
+    /// How many times to retry a failure other than "not found"
+    #[arg(long, env = "PITR_FETCH_RETRIES", default_value_t = 3)]
+    pub retries: u32,
+
+    /// Seconds to wait before the first retry (doubling after each)
+    #[arg(long, env = "PITR_FETCH_RETRY_WAIT", default_value_t = 1.0)]
+    pub retry_wait: f64,
+
+    /// The WAL file PostgreSQL asks for (%f)
+    pub name: String,
+
+    /// Where to write it (%p)
+    pub dest: PathBuf,
+}
+
+/// Why this run counts as standby mode, if it does.
+pub fn standby_reason(flag: bool, pgdata: Option<&Path>) -> Option<String> {
+    if flag {
+        return Some("--standby / PITR_STANDBY is set".into());
+    }
+    let dir = pgdata.unwrap_or(Path::new("."));
+    dir.join("standby.signal")
+        .exists()
+        .then(|| format!("{} exists", dir.join("standby.signal").display()))
+}
+
+/// The exit code for a failure that is not "not found", with the log line
+/// that says which rule applied.
+pub fn failure_exit(what: &str, message: &str, standby: Option<String>) -> u8 {
+    match standby {
+        Some(why) => {
+            error!("{what}: {message}; standby mode ({why}): exiting 1 so PostgreSQL falls back to streaming replication");
+            exit::FAILED
+        }
+        None => {
+            error!(
+                "{what}: {message}; not in standby mode: exiting {} so PostgreSQL stops recovery \
+                 instead of ending it early and promoting with WAL missing; fix the cause and start \
+                 the server again",
+                exit::FETCH_FATAL
+            );
+            exit::FETCH_FATAL
+        }
+    }
+}
+
+pub async fn run(args: WalFetchArgs) -> u8 {
+    let standby = standby_reason(args.standby, args.pgdata.as_deref());
+    let what = format!("wal-fetch {}", args.name);
+    let name: WalFileName = match args.name.parse() {
+        Ok(n) => n,
+        Err(e) => return failure_exit(&what, &e.to_string(), standby),
+    };
+    let cfg = match args.repo.to_config() {
+        Ok(c) => c,
+        Err(e) => return failure_exit(&what, &e.to_string(), standby),
+    };
+    let secrets = cfg.secrets();
+    let repo = match Repo::open(&cfg) {
+        Ok(r) => r,
+        Err(e) => return failure_exit(&what, &redact(&e.to_string(), &secrets), standby),
+    };
+
+    let mut wait = Duration::from_secs_f64(args.retry_wait.max(0.0));
+    let mut attempt = 0;
+    let last: Error = loop {
+        attempt += 1;
+        match fetch(&repo, &name, &args.dest).await {
+            Ok(done) => {
+                info!(
+                    "{what}: restored from {} ({} bytes{})",
+                    done.key,
+                    done.size,
+                    if done.checksum_verified { ", SHA-256 verified" } else { "" }
+                );
+                return exit::OK;
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                debug!("{what}: {e}: exiting 1 (normal at the end of archived WAL and for timelines that do not exist)");
+                return exit::FAILED;
+            }
+            Err(e) if e.kind() == ErrorKind::Config || attempt > args.retries => break e,
+            Err(e) => {
+                warn!(
+                    "{what}: attempt {attempt} of {} failed: {}; retrying in {:.1}s",
+                    args.retries + 1,
+                    redact(&e.to_string(), &secrets),
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+    };
+    let message = format!("{} (after {attempt} attempt{})", redact(&last.to_string(), &secrets), if attempt == 1 { "" } else { "s" });
+    failure_exit(&what, &message, standby)
+}

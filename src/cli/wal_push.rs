@@ -1,0 +1,56 @@
+//! `pitr wal-push PATH`
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tracing::{error, info};
+
+use super::exit;
+use super::repo_args::RepoArgs;
+use pitr::config::redact;
+use pitr::error::ErrorKind;
+use pitr::repo::Repo;
+use pitr::wal::push::{push, PushOutcome};
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// The WAL file to archive (%p in archive_command)
+    pub path: PathBuf,
+}
+
+pub async fn run(args: WalPushArgs) -> u8 {
+    let mut secrets = Vec::new();
+    let result = async {
+        let cfg = args.repo.to_config()?;
+        secrets = cfg.secrets();
+        let repo = Repo::open(&cfg)?;
+        push(&repo, &args.path).await
+    }
+    .await;
+    let shown = args.path.display();
+    match result {
+        Ok(PushOutcome::Stored {
+            key,
+            plain_size,
+            stored_size,
+        }) => {
+            info!("wal-push {shown}: stored as {key} ({plain_size} bytes, {stored_size} stored)");
+            exit::OK
+        }
+        Ok(PushOutcome::AlreadyArchived { key }) => {
+            info!("wal-push {shown}: already archived as {key} with the same content");
+            exit::OK
+        }
+        Err(e) => {
+            error!("wal-push {shown}: {}", redact(&e.to_string(), &secrets));
+            match e.kind() {
+                ErrorKind::Config => exit::USAGE,
+                ErrorKind::Conflict | ErrorKind::Corrupt => exit::REFUSED,
+                _ => exit::FAILED,
+            }
+        }
+    }
+}
