@@ -45,9 +45,9 @@ impl FromStr for RepoLocation {
         if let Some(rest) = s.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let valid_bucket = (3..=63).contains(&bucket.len())
-                && bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
             if !valid_bucket {
                 return Err(Error::Config(format!(
                     "repository '{s}' names bucket '{bucket}', which is not a valid S3 bucket name \
@@ -56,7 +56,9 @@ impl FromStr for RepoLocation {
             }
             let prefix = prefix.trim_matches('/').to_string();
             if prefix.split('/').any(|c| c == ".." || c == ".") {
-                return Err(Error::Config(format!("repository '{s}' has '.' or '..' in its prefix; {hint}")));
+                return Err(Error::Config(format!(
+                    "repository '{s}' has '.' or '..' in its prefix; {hint}"
+                )));
             }
             Ok(RepoLocation::S3 {
                 bucket: bucket.to_string(),
@@ -71,7 +73,9 @@ impl FromStr for RepoLocation {
             }
             Ok(RepoLocation::Fs { root })
         } else {
-            Err(Error::Config(format!("repository '{s}' is not a repository URL: {hint}")))
+            Err(Error::Config(format!(
+                "repository '{s}' is not a repository URL: {hint}"
+            )))
         }
     }
 }
@@ -93,7 +97,9 @@ pub enum Sse {
     /// SSE-S3, `x-amz-server-side-encryption: AES256`.
     Aes256,
     /// SSE-KMS with an optional key id.
-    Kms { key_id: Option<String> },
+    Kms {
+        key_id: Option<String>,
+    },
 }
 
 impl Sse {
@@ -136,7 +142,9 @@ impl S3Credentials {
         Some(S3Credentials {
             access_key_id: Secret::new(id),
             secret_access_key: Secret::new(secret),
-            session_token: var("S3_SESSION_TOKEN").or_else(|| var("AWS_SESSION_TOKEN")).map(Secret::new),
+            session_token: var("S3_SESSION_TOKEN")
+                .or_else(|| var("AWS_SESSION_TOKEN"))
+                .map(Secret::new),
         })
     }
 }
@@ -182,7 +190,9 @@ impl RepoConfig {
         let ok = !name.is_empty()
             && name != "."
             && name != ".."
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if ok {
             Ok(())
         } else {
@@ -199,10 +209,14 @@ impl RepoConfig {
             .credentials
             .iter()
             .flat_map(|c| {
-                [Some(&c.access_key_id), Some(&c.secret_access_key), c.session_token.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .map(|s| s.expose().to_string())
+                [
+                    Some(&c.access_key_id),
+                    Some(&c.secret_access_key),
+                    c.session_token.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .map(|s| s.expose().to_string())
             })
             .filter(|s| s.len() >= 4)
             .collect()
@@ -224,15 +238,23 @@ mod tests {
     fn parses_repository_urls() {
         assert_eq!(
             "s3://backups/pg/prod/".parse::<RepoLocation>().unwrap(),
-            RepoLocation::S3 { bucket: "backups".into(), prefix: "pg/prod".into() }
+            RepoLocation::S3 {
+                bucket: "backups".into(),
+                prefix: "pg/prod".into()
+            }
         );
         assert_eq!(
             "s3://backups".parse::<RepoLocation>().unwrap(),
-            RepoLocation::S3 { bucket: "backups".into(), prefix: "".into() }
+            RepoLocation::S3 {
+                bucket: "backups".into(),
+                prefix: "".into()
+            }
         );
         assert_eq!(
             "file:///var/lib/pitr".parse::<RepoLocation>().unwrap(),
-            RepoLocation::Fs { root: "/var/lib/pitr".into() }
+            RepoLocation::Fs {
+                root: "/var/lib/pitr".into()
+            }
         );
         for bad in ["s3://B", "file://relative", "/tmp/x", "s3://ok-bucket/../x"] {
             let e = bad.parse::<RepoLocation>().unwrap_err().to_string();
@@ -244,7 +266,10 @@ mod tests {
     fn secrets_never_print() {
         let s = Secret::new("AKIASECRET");
         assert!(!format!("{s:?}").contains("AKIA"));
-        assert_eq!(redact("key AKIASECRET here", &["AKIASECRET".into()]), "key *** here");
+        assert_eq!(
+            redact("key AKIASECRET here", &["AKIASECRET".into()]),
+            "key *** here"
+        );
     }
 
     #[test]

@@ -75,9 +75,9 @@ impl Error {
             return *inner.downcast::<Error>().expect("checked above");
         }
         match e.kind() {
-            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-                Error::Corrupt(format!("{context}: {e}"))
-            }
+            io::ErrorKind::InvalidData
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::UnexpectedEof => Error::Corrupt(format!("{context}: {e}")),
             _ => Error::io(context, e),
         }
     }

@@ -18,7 +18,11 @@ pub fn temp_beside(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.pitr-tmp-{}-{}", std::process::id(), hex::encode(rnd)))
+    path.with_file_name(format!(
+        ".{name}.pitr-tmp-{}-{}",
+        std::process::id(),
+        hex::encode(rnd)
+    ))
 }
 
 /// The directory a path lives in (`.` for a bare file name).

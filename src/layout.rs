@@ -66,10 +66,16 @@ mod tests {
     fn barman_keys() {
         let l = Layout::new("/pg/", "main");
         let seg: WalFileName = "000000010000000A000000FE".parse().unwrap();
-        assert_eq!(l.wal_key(&seg, ".gz"), "pg/main/wals/000000010000000A/000000010000000A000000FE.gz");
+        assert_eq!(
+            l.wal_key(&seg, ".gz"),
+            "pg/main/wals/000000010000000A/000000010000000A000000FE.gz"
+        );
         let hist: WalFileName = "00000002.history".parse().unwrap();
         assert_eq!(l.wal_key(&hist, ""), "pg/main/wals/00000002.history");
-        assert_eq!(Layout::new("", "main").identity_key(), "main/pitr/identity.json");
+        assert_eq!(
+            Layout::new("", "main").identity_key(),
+            "main/pitr/identity.json"
+        );
     }
 
     #[test]
@@ -79,7 +85,10 @@ mod tests {
         let base = l.wal_key(&seg, "");
         assert_eq!(l.wal_suffix_of(&seg, &format!("{base}.gz")), Some(".gz"));
         assert_eq!(l.wal_suffix_of(&seg, &base), Some(""));
-        assert_eq!(l.wal_suffix_of(&seg, &format!("{base}.00000028.backup.gz")), None);
+        assert_eq!(
+            l.wal_suffix_of(&seg, &format!("{base}.00000028.backup.gz")),
+            None
+        );
         assert_eq!(l.wal_suffix_of(&seg, &format!("{base}.partial")), None);
     }
 }

@@ -23,7 +23,8 @@ fn subcommand(args: &[OsString]) -> Option<String> {
 }
 
 fn init_logging(level: &str) {
-    let filter = EnvFilter::try_new(format!("pitr={level}")).unwrap_or_else(|_| EnvFilter::new("pitr=info"));
+    let filter =
+        EnvFilter::try_new(format!("pitr={level}")).unwrap_or_else(|_| EnvFilter::new("pitr=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -38,7 +39,8 @@ fn main() -> ExitCode {
     let usage_failure = |message: &str| -> ExitCode {
         if is_fetch {
             init_logging("info");
-            let standby = wal_fetch::standby_reason(std::env::var_os("PITR_STANDBY").is_some(), None);
+            let standby =
+                wal_fetch::standby_reason(std::env::var_os("PITR_STANDBY").is_some(), None);
             ExitCode::from(wal_fetch::failure_exit("wal-fetch", message, standby))
         } else {
             eprintln!("pitr: {message}");

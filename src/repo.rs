@@ -25,7 +25,9 @@ impl Repo {
             None => None,
         };
         let (store, prefix): (Box<dyn ObjectStore>, &str) = match &cfg.location {
-            RepoLocation::S3 { bucket, prefix } => (Box::new(S3Store::open(&cfg.s3, bucket)?), prefix),
+            RepoLocation::S3 { bucket, prefix } => {
+                (Box::new(S3Store::open(&cfg.s3, bucket)?), prefix)
+            }
             RepoLocation::Fs { root } => (Box::new(FsStore::open(root)?), ""),
         };
         Ok(Repo {
@@ -40,6 +42,10 @@ impl Repo {
 
     /// The repository and server, for messages.
     pub fn describe(&self) -> String {
-        format!("{} ({})", self.store.url(), self.layout.server_root().trim_end_matches('/'))
+        format!(
+            "{} ({})",
+            self.store.url(),
+            self.layout.server_root().trim_end_matches('/')
+        )
     }
 }

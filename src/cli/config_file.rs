@@ -19,7 +19,9 @@ pub fn path_from(args: &[OsString]) -> Option<PathBuf> {
             return Some(PathBuf::from(p));
         }
     }
-    std::env::var_os("PITR_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os("PITR_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Parses the file's text into (key, value) pairs; errors name the line.
@@ -52,7 +54,9 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<(String, String)>, String> {
 /// Loads the settings file, if one is named, into the environment. Must run
 /// before any thread is started.
 pub fn load(args: &[OsString]) -> Result<(), String> {
-    let Some(path) = path_from(args) else { return Ok(()) };
+    let Some(path) = path_from(args) else {
+        return Ok(());
+    };
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read settings file {shown} (--config / PITR_CONFIG): {e}"))?;
@@ -70,7 +74,11 @@ mod tests {
 
     #[test]
     fn parses_env_style_lines() {
-        let got = parse("# c\nexport PITR_REPO=s3://b/p\nS3_SECRET_ACCESS_KEY=\"a=b\"\n\nX='y'\n", "f").unwrap();
+        let got = parse(
+            "# c\nexport PITR_REPO=s3://b/p\nS3_SECRET_ACCESS_KEY=\"a=b\"\n\nX='y'\n",
+            "f",
+        )
+        .unwrap();
         assert_eq!(
             got,
             vec![

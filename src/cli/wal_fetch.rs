@@ -108,7 +108,11 @@ pub async fn run(args: WalFetchArgs) -> u8 {
                     "{what}: restored from {} ({} bytes{})",
                     done.key,
                     done.size,
-                    if done.checksum_verified { ", SHA-256 verified" } else { "" }
+                    if done.checksum_verified {
+                        ", SHA-256 verified"
+                    } else {
+                        ""
+                    }
                 );
                 return exit::OK;
             }
@@ -129,6 +133,10 @@ pub async fn run(args: WalFetchArgs) -> u8 {
             }
         }
     };
-    let message = format!("{} (after {attempt} attempt{})", redact(&last.to_string(), &secrets), if attempt == 1 { "" } else { "s" });
+    let message = format!(
+        "{} (after {attempt} attempt{})",
+        redact(&last.to_string(), &secrets),
+        if attempt == 1 { "" } else { "s" }
+    );
     failure_exit(&what, &message, standby)
 }

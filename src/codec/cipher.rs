@@ -56,7 +56,8 @@ pub struct EncryptWriter<W: Write> {
 impl<W: Write> EncryptWriter<W> {
     pub fn new(inner: W, key: &EncryptionKey) -> io::Result<Self> {
         let mut prefix = [0u8; PREFIX_LEN];
-        getrandom::fill(&mut prefix).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+        getrandom::fill(&mut prefix)
+            .map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
         let mut header = [0u8; HEADER_LEN];
         header[..7].copy_from_slice(MAGIC);
         header[7] = VERSION;
@@ -151,7 +152,10 @@ impl<R: Read> DecryptReader<R> {
         if header[7] != VERSION || !(10..=24).contains(&header[8]) {
             return Err(corrupt(
                 what,
-                &format!("unknown encryption format version {} / chunk {}", header[7], header[8]),
+                &format!(
+                    "unknown encryption format version {} / chunk {}",
+                    header[7], header[8]
+                ),
             ));
         }
         let stored_id: [u8; KEY_ID_LEN] = header[16..24].try_into().unwrap();
@@ -209,11 +213,19 @@ impl<R: Read> DecryptReader<R> {
         let tag = chunk.split_off(len - TAG_LEN);
         let n = nonce(&self.header[9..16], self.index, last);
         self.cipher
-            .decrypt_in_place_detached(Nonce::from_slice(&n), &self.header, &mut chunk, Tag::from_slice(&tag))
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&n),
+                &self.header,
+                &mut chunk,
+                Tag::from_slice(&tag),
+            )
             .map_err(|_| {
                 corrupt(
                     &self.what,
-                    &format!("chunk {} fails authentication (the object is damaged)", self.index),
+                    &format!(
+                        "chunk {} fails authentication (the object is damaged)",
+                        self.index
+                    ),
                 )
             })?;
         self.index += 1;

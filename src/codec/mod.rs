@@ -28,11 +28,16 @@ impl Codec {
         let level = |l: u32| flate2::Compression::new(l);
         let inner = match (self.compression, &self.key) {
             (Compression::None, None) => EncoderInner::Plain(sink),
-            (Compression::Gzip { level: l }, None) => EncoderInner::Gzip(GzEncoder::new(sink, level(l))),
-            (Compression::None, Some(k)) => EncoderInner::Encrypt(cipher::EncryptWriter::new(sink, k)?),
-            (Compression::Gzip { level: l }, Some(k)) => {
-                EncoderInner::GzipEncrypt(GzEncoder::new(cipher::EncryptWriter::new(sink, k)?, level(l)))
+            (Compression::Gzip { level: l }, None) => {
+                EncoderInner::Gzip(GzEncoder::new(sink, level(l)))
             }
+            (Compression::None, Some(k)) => {
+                EncoderInner::Encrypt(cipher::EncryptWriter::new(sink, k)?)
+            }
+            (Compression::Gzip { level: l }, Some(k)) => EncoderInner::GzipEncrypt(GzEncoder::new(
+                cipher::EncryptWriter::new(sink, k)?,
+                level(l),
+            )),
         };
         Ok(Encoder { inner })
     }
@@ -115,7 +120,9 @@ pub fn decoder<R: Read + Send + 'static>(
     };
     Ok(match compression {
         Compression::None => plain,
-        Compression::Gzip { .. } => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(plain))),
+        Compression::Gzip { .. } => {
+            Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(plain)))
+        }
     })
 }
 
@@ -126,10 +133,22 @@ mod tests {
     fn codecs() -> Vec<Codec> {
         let k = Some(Arc::new(EncryptionKey::from_bytes([5; 32])));
         vec![
-            Codec { compression: Compression::None, key: None },
-            Codec { compression: Compression::Gzip { level: 1 }, key: None },
-            Codec { compression: Compression::None, key: k.clone() },
-            Codec { compression: Compression::Gzip { level: 1 }, key: k },
+            Codec {
+                compression: Compression::None,
+                key: None,
+            },
+            Codec {
+                compression: Compression::Gzip { level: 1 },
+                key: None,
+            },
+            Codec {
+                compression: Compression::None,
+                key: k.clone(),
+            },
+            Codec {
+                compression: Compression::Gzip { level: 1 },
+                key: k,
+            },
         ]
     }
 
@@ -141,15 +160,22 @@ mod tests {
 
     fn decode(c: &Codec, stored: Vec<u8>) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
-        decoder(io::Cursor::new(stored), c.compression, c.key.as_deref(), "obj")
-            .and_then(|mut r| r.read_to_end(&mut out))
-            .map_err(|e| Error::from_pipeline("obj", e))?;
+        decoder(
+            io::Cursor::new(stored),
+            c.compression,
+            c.key.as_deref(),
+            "obj",
+        )
+        .and_then(|mut r| r.read_to_end(&mut out))
+        .map_err(|e| Error::from_pipeline("obj", e))?;
         Ok(out)
     }
 
     #[test]
     fn every_codec_round_trips() {
-        let data: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 97).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 97).to_le_bytes())
+            .collect();
         for c in codecs() {
             assert_eq!(decode(&c, encode(&c, &data)).unwrap(), data, "{c:?}");
         }

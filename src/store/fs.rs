@@ -30,7 +30,9 @@ impl FsStore {
                 root.display()
             ))
         })?;
-        Ok(FsStore { root: root.to_path_buf() })
+        Ok(FsStore {
+            root: root.to_path_buf(),
+        })
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -120,7 +122,9 @@ impl ObjectStore for FsStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("cannot open", &path, e)),
         };
-        let md = file.metadata().map_err(|e| io_err("cannot stat", &path, e))?;
+        let md = file
+            .metadata()
+            .map_err(|e| io_err("cannot stat", &path, e))?;
         let info = self.info(key, &md, self.read_meta(key));
         Ok(Some(Object {
             info,
@@ -130,7 +134,11 @@ impl ObjectStore for FsStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        let start = if dir_part.is_empty() { self.root.clone() } else { self.path(dir_part)? };
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(dir_part)?
+        };
         let mut out = Vec::new();
         self.walk(&start, prefix, &mut out)
             .map_err(|e| io_err("cannot list", &start, e))?;
@@ -183,7 +191,10 @@ impl FsWriter {
         let dir = self.meta_path.parent().expect("has parent");
         fs::create_dir_all(dir)?;
         let temp = temp_beside(&self.meta_path);
-        fs::write(&temp, serde_json::to_vec(metadata).expect("metadata serialises"))?;
+        fs::write(
+            &temp,
+            serde_json::to_vec(metadata).expect("metadata serialises"),
+        )?;
         fs::rename(&temp, &self.meta_path)
     }
 }
@@ -192,12 +203,14 @@ impl FsWriter {
 impl ObjectWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         let file = self.file.as_mut().expect("writer not finished");
-        file.write_all(&data).map_err(|e| io_err("cannot write", &self.temp, e))
+        file.write_all(&data)
+            .map_err(|e| io_err("cannot write", &self.temp, e))
     }
 
     async fn finish(mut self: Box<Self>, late_metadata: Metadata) -> Result<PutOutcome> {
         let file = self.file.take().expect("writer not finished");
-        file.sync_all().map_err(|e| io_err("cannot fsync", &self.temp, e))?;
+        file.sync_all()
+            .map_err(|e| io_err("cannot fsync", &self.temp, e))?;
         drop(file);
         let placed = if self.opts.if_absent {
             fs::hard_link(&self.temp, &self.path)
@@ -207,7 +220,9 @@ impl ObjectWriter for FsWriter {
         let _ = fs::remove_file(&self.temp);
         match placed {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(PutOutcome::AlreadyExists),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Ok(PutOutcome::AlreadyExists)
+            }
             Err(e) => return Err(io_err("cannot store", &self.path, e)),
         }
         let dir = self.path.parent().expect("has parent");
@@ -250,9 +265,18 @@ mod tests {
             metadata: [("a".to_string(), "1".to_string())].into(),
         };
         let k = "srv/wals/0000000100000000/000000010000000000000001.gz";
-        assert_eq!(store.put(k, Bytes::from_static(b"one"), opts.clone()).await.unwrap(), PutOutcome::Stored);
         assert_eq!(
-            store.put(k, Bytes::from_static(b"two"), opts).await.unwrap(),
+            store
+                .put(k, Bytes::from_static(b"one"), opts.clone())
+                .await
+                .unwrap(),
+            PutOutcome::Stored
+        );
+        assert_eq!(
+            store
+                .put(k, Bytes::from_static(b"two"), opts)
+                .await
+                .unwrap(),
             PutOutcome::AlreadyExists
         );
         let mut obj = store.get(k).await.unwrap().unwrap();
@@ -260,10 +284,22 @@ mod tests {
         obj.body.read_to_end(&mut body).await.unwrap();
         assert_eq!(body, b"one");
         assert_eq!(obj.info.metadata.get("a").map(String::as_str), Some("1"));
-        let listed = store.list("srv/wals/0000000100000000/00000001").await.unwrap();
+        let listed = store
+            .list("srv/wals/0000000100000000/00000001")
+            .await
+            .unwrap();
         assert_eq!(listed.len(), 1);
-        assert!(store.list("srv/wals/0000000100000000/00000002").await.unwrap().is_empty());
-        assert!(store.list("srv/").await.unwrap().iter().all(|o| !o.key.contains(".pitr")));
+        assert!(store
+            .list("srv/wals/0000000100000000/00000002")
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .list("srv/")
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| !o.key.contains(".pitr")));
         store.delete(k).await.unwrap();
         assert!(store.head(k).await.unwrap().is_none());
         assert!(store.path("../escape").is_err());

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use aws_sdk_s3::Client;
@@ -137,7 +139,13 @@ impl S3Store {
         }
     }
 
-    async fn put_single(&self, key: &str, data: Bytes, opts: &PutOptions, metadata: Metadata) -> Result<PutOutcome> {
+    async fn put_single(
+        &self,
+        key: &str,
+        data: Bytes,
+        opts: &PutOptions,
+        metadata: Metadata,
+    ) -> Result<PutOutcome> {
         let (sse, kms) = self.sse_header();
         let len = data.len() as i64;
         let mut req = self
@@ -157,7 +165,9 @@ impl S3Store {
         }
         match req.send().await {
             Ok(_) => Ok(PutOutcome::Stored),
-            Err(e) if opts.if_absent && classify(&e) == Failure::PreconditionFailed => Ok(PutOutcome::AlreadyExists),
+            Err(e) if opts.if_absent && classify(&e) == Failure::PreconditionFailed => {
+                Ok(PutOutcome::AlreadyExists)
+            }
             Err(e) => Err(to_error(e, "PUT", key, &self.target())),
         }
     }
@@ -174,12 +184,24 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(o) => Ok(Some(ObjectInfo {
                 key: key.to_string(),
                 size: o.content_length().unwrap_or(0).max(0) as u64,
                 last_modified: to_utc(o.last_modified()),
-                metadata: o.metadata().cloned().unwrap_or_default().into_iter().collect(),
+                metadata: o
+                    .metadata()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
             })),
             Err(e) if classify(&e) == Failure::NotFound => Ok(None),
             Err(e) => Err(to_error(e, "HEAD", key, &self.target())),
@@ -187,13 +209,25 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Object>> {
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(o) => {
                 let info = ObjectInfo {
                     key: key.to_string(),
                     size: o.content_length().unwrap_or(0).max(0) as u64,
                     last_modified: to_utc(o.last_modified()),
-                    metadata: o.metadata().cloned().unwrap_or_default().into_iter().collect(),
+                    metadata: o
+                        .metadata()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
                 };
                 Ok(Some(Object {
                     info,
@@ -284,7 +318,8 @@ impl S3Writer {
             )));
         }
         let (sse, kms) = self.store.sse_header();
-        let meta = (!self.opts.metadata.is_empty()).then(|| self.opts.metadata.clone().into_iter().collect());
+        let meta = (!self.opts.metadata.is_empty())
+            .then(|| self.opts.metadata.clone().into_iter().collect());
         let out = self
             .store
             .client
@@ -297,9 +332,9 @@ impl S3Writer {
             .send()
             .await
             .map_err(|e| to_error(e, "CreateMultipartUpload", &self.key, &t))?;
-        let id = out
-            .upload_id()
-            .ok_or_else(|| Error::Store(format!("{} returned no multipart upload id", t.endpoint)))?;
+        let id = out.upload_id().ok_or_else(|| {
+            Error::Store(format!("{} returned no multipart upload id", t.endpoint))
+        })?;
         self.upload = Some(Multipart {
             id: id.to_string(),
             parts: Vec::new(),
@@ -356,7 +391,10 @@ impl ObjectWriter for S3Writer {
         if self.upload.is_none() {
             let mut metadata = self.opts.metadata.clone();
             metadata.extend(late_metadata);
-            return self.store.put_single(&self.key, rest, &self.opts, metadata).await;
+            return self
+                .store
+                .put_single(&self.key, rest, &self.opts, metadata)
+                .await;
         }
         if let Err(e) = self.send_part(rest).await {
             let _ = abort_upload(&self.store, &self.key, self.upload.take()).await;
@@ -370,13 +408,22 @@ impl ObjectWriter for S3Writer {
             .bucket(&self.store.bucket)
             .key(&self.key)
             .upload_id(&up.id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(up.parts.clone())).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(up.parts.clone()))
+                    .build(),
+            )
             .send()
             .await;
         match done {
             Ok(_) => Ok(PutOutcome::Stored),
             Err(e) => {
-                let err = to_error(e, "CompleteMultipartUpload", &self.key, &self.store.target());
+                let err = to_error(
+                    e,
+                    "CompleteMultipartUpload",
+                    &self.key,
+                    &self.store.target(),
+                );
                 let _ = abort_upload(&self.store, &self.key, Some(up)).await;
                 Err(err)
             }

@@ -28,7 +28,10 @@ where
     E: ProvideErrorMetadata,
 {
     let status = http_status(err);
-    let code = err.as_service_error().and_then(|e| e.code()).unwrap_or_default();
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .unwrap_or_default();
     match (status, code) {
         (_, "NoSuchKey") | (Some(404), "") | (Some(404), "NotFound") => Failure::NotFound,
         (Some(412), _) | (_, "PreconditionFailed") => Failure::PreconditionFailed,
@@ -40,12 +43,21 @@ fn http_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
 
-pub(crate) fn to_error<E>(err: SdkError<E, HttpResponse>, op: &str, key: &str, t: &Target<'_>) -> Error
+pub(crate) fn to_error<E>(
+    err: SdkError<E, HttpResponse>,
+    op: &str,
+    key: &str,
+    t: &Target<'_>,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let detail = DisplayErrorContext(&err).to_string();
-    let code = err.as_service_error().and_then(|e| e.code()).unwrap_or_default().to_string();
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .unwrap_or_default()
+        .to_string();
     let status = http_status(&err);
     let place = format!("{op} s3://{}/{key} at {}", t.bucket, t.endpoint);
     let hint = match (&err, code.as_str()) {
@@ -53,23 +65,32 @@ where
             "bucket '{}' does not exist at {}: create it, or fix the bucket in --repo / PITR_REPO",
             t.bucket, t.endpoint
         )),
-        (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken") => {
-            Some(format!(
-                "the S3 store rejected the credentials ({code}): check S3_ACCESS_KEY_ID and \
+        (
+            _,
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "AccessDenied"
+            | "InvalidToken"
+            | "ExpiredToken",
+        ) => Some(format!(
+            "the S3 store rejected the credentials ({code}): check S3_ACCESS_KEY_ID and \
                  S3_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and the \
                  user's rights on bucket '{}'",
-                t.bucket
+            t.bucket
+        )),
+        (_, "InvalidRequest") if detail.contains("ncrypt") || detail.contains("SSL") => {
+            Some(format!(
+                "the S3 store refused the server-side encryption request: check --sse / PITR_SSE \
+             (Ceph RGW accepts AES256 and aws:kms only over https) at {}",
+                t.endpoint
             ))
         }
-        (_, "InvalidRequest") if detail.contains("ncrypt") || detail.contains("SSL") => Some(format!(
-            "the S3 store refused the server-side encryption request: check --sse / PITR_SSE \
-             (Ceph RGW accepts AES256 and aws:kms only over https) at {}",
-            t.endpoint
-        )),
         (_, "KMS.NotFoundException" | "KMSNotFound") => Some(
             "the KMS key was not found: check --sse-kms-key-id / PITR_SSE_KMS_KEY_ID".to_string(),
         ),
-        (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => Some(dispatch_hint(&detail, t.endpoint)),
+        (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => {
+            Some(dispatch_hint(&detail, t.endpoint))
+        }
         _ => None,
     };
     let status = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
@@ -81,11 +102,18 @@ where
 
 fn dispatch_hint(detail: &str, endpoint: &str) -> String {
     let d = detail.to_ascii_lowercase();
-    if d.contains("unknownissuer") || d.contains("invalid peer certificate") || d.contains("certificate") {
+    if d.contains("unknownissuer")
+        || d.contains("invalid peer certificate")
+        || d.contains("certificate")
+    {
         format!(
             "the TLS certificate of {endpoint} is not trusted ({}): pass the CA bundle that \
              signed it with --ca-bundle / PITR_CA_BUNDLE",
-            if d.contains("unknownissuer") { "UnknownIssuer" } else { "certificate error" }
+            if d.contains("unknownissuer") {
+                "UnknownIssuer"
+            } else {
+                "certificate error"
+            }
         )
     } else if d.contains("connection refused") {
         format!("cannot connect to {endpoint} (connection refused): check --endpoint-url / PITR_ENDPOINT_URL and that the S3 server is running")

@@ -36,7 +36,8 @@ pub async fn download<W: Write + Send + 'static>(
     let what = info.key.clone();
     let (tx, rx) = mpsc::channel::<io::Result<bytes::Bytes>>(DEPTH);
     let name = what.clone();
-    let decoding = tokio::task::spawn_blocking(move || decode(rx, compression, key.as_deref(), sink, &name));
+    let decoding =
+        tokio::task::spawn_blocking(move || decode(rx, compression, key.as_deref(), sink, &name));
 
     loop {
         let mut buf = BytesMut::with_capacity(CHUNK);
@@ -44,7 +45,9 @@ pub async fn download<W: Write + Send + 'static>(
         let item = match read {
             Ok(0) => break,
             Ok(_) => Ok(buf.freeze()),
-            Err(e) => Err(io::Error::other(Error::Store(format!("reading {what} from the store failed: {e}")))),
+            Err(e) => Err(io::Error::other(Error::Store(format!(
+                "reading {what} from the store failed: {e}"
+            )))),
         };
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {
@@ -66,7 +69,11 @@ pub async fn download<W: Write + Send + 'static>(
         }
         checksum_verified = true;
     }
-    if let Some(expected) = info.metadata.get(meta::SIZE).and_then(|s| s.parse::<u64>().ok()) {
+    if let Some(expected) = info
+        .metadata
+        .get(meta::SIZE)
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         if expected != size {
             return Err(Error::Corrupt(format!(
                 "{what} decodes to {size} bytes, but {expected} were stored: the object is damaged"
@@ -111,4 +118,3 @@ fn decode<W: Write>(
     }
     Ok((hex::encode(hasher.finalize()), size, sink))
 }
-

@@ -49,7 +49,9 @@ pub async fn upload<R: Read + Send + 'static>(
         }
     }
     drop(rx); // stops the encoder if we bailed out early
-    let encoded = encoding.await.map_err(|e| Error::Store(format!("encoder thread failed: {e}")));
+    let encoded = encoding
+        .await
+        .map_err(|e| Error::Store(format!("encoder thread failed: {e}")));
     let result = match send_error {
         Some(e) => Err(e),
         None => encoded.and_then(|r| r),
@@ -72,7 +74,12 @@ pub async fn upload<R: Read + Send + 'static>(
 
 /// Runs on a blocking thread: reads the source, hashes it, encodes it into
 /// the channel. Returns (sha256 hex, source size, encoded size).
-fn encode<R: Read>(mut source: R, codec: &Codec, tx: mpsc::Sender<bytes::Bytes>, what: &str) -> Result<(String, u64, u64)> {
+fn encode<R: Read>(
+    mut source: R,
+    codec: &Codec,
+    tx: mpsc::Sender<bytes::Bytes>,
+    what: &str,
+) -> Result<(String, u64, u64)> {
     let mut encoder = codec
         .encoder(ChannelWriter::new(tx))
         .map_err(|e| Error::io(format!("cannot start encoding {what}"), e))?;

@@ -42,9 +42,12 @@ pub async fn fetch(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Fetch
     file.sync_all()
         .map_err(|e| Error::io(format!("cannot fsync {}", guard.path().display()), e))?;
     drop(file);
-    guard
-        .persist(dest)
-        .map_err(|e| Error::io(format!("cannot move {name} into place at {}", dest.display()), e))?;
+    guard.persist(dest).map_err(|e| {
+        Error::io(
+            format!("cannot move {name} into place at {}", dest.display()),
+            e,
+        )
+    })?;
     Ok(FetchOutcome {
         key,
         size: report.size,

@@ -37,7 +37,12 @@ pub async fn load(repo: &Repo) -> Result<Option<RepoIdentity>> {
 
 /// Records `system_identifier` as the repository's, or checks it against
 /// the one already recorded. `what` names the file being archived.
-pub async fn ensure(repo: &Repo, system_identifier: u64, segment_size: u64, what: &str) -> Result<()> {
+pub async fn ensure(
+    repo: &Repo,
+    system_identifier: u64,
+    segment_size: u64,
+    what: &str,
+) -> Result<()> {
     let recorded = match load(repo).await? {
         Some(id) => id,
         None => {
@@ -52,11 +57,18 @@ pub async fn ensure(repo: &Repo, system_identifier: u64, segment_size: u64, what
                 if_absent: true,
                 ..Default::default()
             };
-            match repo.store.put(&repo.layout.identity_key(), Bytes::from(body), opts).await? {
+            match repo
+                .store
+                .put(&repo.layout.identity_key(), Bytes::from(body), opts)
+                .await?
+            {
                 PutOutcome::Stored => return Ok(()),
                 // Another push recorded one first: check against it.
                 PutOutcome::AlreadyExists => load(repo).await?.ok_or_else(|| {
-                    Error::Store(format!("{} vanished while being read", repo.layout.identity_key()))
+                    Error::Store(format!(
+                        "{} vanished while being read",
+                        repo.layout.identity_key()
+                    ))
                 })?,
             }
         }

@@ -158,9 +158,14 @@ mod tests {
 
     #[test]
     fn hash_dir_is_first_16_digits() {
-        assert_eq!(p("0000000A00000012000000FF").hash_dir().unwrap(), "0000000A00000012");
         assert_eq!(
-            p("000000010000000300000002.00000028.backup").hash_dir().unwrap(),
+            p("0000000A00000012000000FF").hash_dir().unwrap(),
+            "0000000A00000012"
+        );
+        assert_eq!(
+            p("000000010000000300000002.00000028.backup")
+                .hash_dir()
+                .unwrap(),
             "0000000100000003"
         );
         assert_eq!(p("00000002.history").hash_dir(), None);

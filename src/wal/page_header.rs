@@ -57,7 +57,11 @@ impl LongPageHeader {
 }
 
 #[cfg(test)]
-pub(crate) fn fake_first_page(system_identifier: u64, page_address: u64, segment_size: u32) -> Vec<u8> {
+pub(crate) fn fake_first_page(
+    system_identifier: u64,
+    page_address: u64,
+    segment_size: u32,
+) -> Vec<u8> {
     let mut page = vec![0u8; 8192];
     page[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
     page[2..4].copy_from_slice(&(XLP_LONG_HEADER | 0x0004).to_le_bytes());

@@ -33,7 +33,10 @@ pub enum PushOutcome {
 
 /// Archives the file at `path`; its file name must be a WAL file name.
 pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     let name: WalFileName = file_name.parse()?;
     let what = path.display().to_string();
     let mut file = File::open(path).map_err(|e| Error::io(format!("cannot open {what}"), e))?;
@@ -49,7 +52,10 @@ pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
                 super::Lsn(expected)
             )));
         }
-        let len = file.metadata().map_err(|e| Error::io(format!("cannot stat {what}"), e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {what}"), e))?
+            .len();
         if len != seg_size {
             return Err(Error::Corrupt(format!(
                 "{what} is {len} bytes, but its segment size is {seg_size}: refusing a truncated segment"
@@ -69,7 +75,8 @@ pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
         if_absent: true,
         ..Default::default()
     };
-    let report = transfer::upload(repo.store.as_ref(), &key, &repo.codec, file, opts, &what).await?;
+    let report =
+        transfer::upload(repo.store.as_ref(), &key, &repo.codec, file, opts, &what).await?;
     match report.outcome {
         PutOutcome::Stored => Ok(PushOutcome::Stored {
             key,
@@ -100,14 +107,22 @@ fn read_header(file: &mut File, what: &str) -> Result<LongPageHeader> {
 }
 
 fn sha256_of_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let mut file =
+        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     Ok(hex::encode(hasher.finalize()))
 }
 
 /// Same content: fine. Different content: refuse, and leave it alone.
-async fn compare(repo: &Repo, name: &WalFileName, existing: &ObjectInfo, local: &str, what: &str) -> Result<PushOutcome> {
+async fn compare(
+    repo: &Repo,
+    name: &WalFileName,
+    existing: &ObjectInfo,
+    local: &str,
+    what: &str,
+) -> Result<PushOutcome> {
     let stored = stored_sha256(repo, name, existing).await?;
     if stored.eq_ignore_ascii_case(local) {
         return Ok(PushOutcome::AlreadyArchived {
@@ -135,11 +150,11 @@ async fn stored_sha256(repo: &Repo, name: &WalFileName, existing: &ObjectInfo) -
     }
     let suffix = repo.layout.wal_suffix_of(name, &existing.key).unwrap_or("");
     let compression = Compression::for_suffix(suffix, &existing.key)?;
-    let obj = repo
-        .store
-        .get(&existing.key)
-        .await?
-        .ok_or_else(|| Error::Store(format!("{} vanished while being compared", existing.key)))?;
-    let (report, _) = transfer::download(obj, compression, repo.codec.key.clone(), std::io::sink()).await?;
+    let obj =
+        repo.store.get(&existing.key).await?.ok_or_else(|| {
+            Error::Store(format!("{} vanished while being compared", existing.key))
+        })?;
+    let (report, _) =
+        transfer::download(obj, compression, repo.codec.key.clone(), std::io::sink()).await?;
     Ok(report.sha256)
 }

@@ -32,5 +32,6 @@ impl fmt::Display for TimelineId {
 
 /// True when every character is 0-9 or A-F (PostgreSQL writes upper case).
 pub(crate) fn is_upper_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
 }

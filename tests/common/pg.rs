@@ -1,0 +1,297 @@
+//! Throw-away PostgreSQL clusters (Debian's PostgreSQL 15 by default;
+//! PITR_TEST_PG_BIN points elsewhere). Each listens only on a Unix socket in
+//! its own directory, so tests never collide.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{as_postgres, run_ok};
+
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("PITR_TEST_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+pub fn tool(name: &str) -> Command {
+    as_postgres(bin_dir().join(name))
+}
+
+/// initdb with trust authentication (the socket is private to the test).
+pub fn initdb(data: &Path) {
+    run_ok(
+        tool("initdb")
+            .arg("-D")
+            .arg(data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"]),
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Pg {
+    pub data: PathBuf,
+    pub sock: PathBuf,
+    pub port: u16,
+    env: Vec<(String, String)>,
+    running: bool,
+}
+
+impl Pg {
+    /// A new cluster in `data` (initdb).
+    pub fn init(data: PathBuf) -> Pg {
+        initdb(&data);
+        Pg::existing(data)
+    }
+
+    /// A cluster whose data directory already exists (a copy, a restore).
+    pub fn existing(data: PathBuf) -> Pg {
+        let sock = data.with_extension("sock");
+        std::fs::create_dir_all(&sock).unwrap();
+        if super::running_as_root() {
+            super::chown_postgres(&sock);
+        }
+        let port = free_port();
+        let pg = Pg {
+            data,
+            sock,
+            port,
+            env: Vec::new(),
+            running: false,
+        };
+        pg.conf(&format!(
+            "listen_addresses = ''\nport = {}\nunix_socket_directories = '{}'\nfsync = off\n\
+             log_min_messages = info\n",
+            pg.port,
+            pg.sock.display()
+        ));
+        pg
+    }
+
+    /// Appends settings to postgresql.conf.
+    pub fn conf(&self, lines: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .unwrap();
+        writeln!(f, "\n{lines}").unwrap();
+    }
+
+    /// Starts the server with `env` in its environment (which is what
+    /// archive_command and restore_command see).
+    pub fn start(&mut self, env: &[(String, String)]) {
+        self.env = env.to_vec();
+        let mut cmd = tool("pg_ctl");
+        cmd.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-w", "-t", "120", "start"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let out = cmd.output().unwrap();
+        if !out.status.success() {
+            panic!(
+                "pg_ctl start failed: {}\n--- server log ---\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        self.running = true;
+    }
+
+    /// Starts a server that will run recovery; does not wait for it to accept connections.
+    pub fn start_nowait(&mut self, env: &[(String, String)]) {
+        self.env = env.to_vec();
+        run_ok(
+            tool("pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(self.log_path())
+                .args(["-W", "start"])
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        );
+        self.running = true;
+    }
+
+    pub fn stop(&mut self) {
+        if self.running {
+            run_ok(
+                tool("pg_ctl")
+                    .arg("-D")
+                    .arg(&self.data)
+                    .args(["-m", "fast", "-w", "stop"]),
+            );
+            self.running = false;
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data.with_extension("log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn psql_cmd(&self, sql: &str) -> Command {
+        let mut c = tool("psql");
+        c.arg("-h")
+            .arg(&self.sock)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ]);
+        c
+    }
+
+    /// Runs SQL and returns its unaligned, tuples-only output.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = self.psql_cmd(sql).output().unwrap();
+        if !out.status.success() {
+            panic!(
+                "psql {sql:?} failed: {}\n--- server log ---\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs SQL; None if it fails (server not up yet).
+    pub fn try_sql(&self, sql: &str) -> Option<String> {
+        let out = self.psql_cmd(sql).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Runs pgbench against this server.
+    pub fn pgbench(&self, args: &[&str]) {
+        run_ok(
+            tool("pgbench")
+                .arg("-h")
+                .arg(&self.sock)
+                .arg("-p")
+                .arg(self.port.to_string())
+                .args(["-U", "postgres"])
+                .args(args)
+                .arg("postgres"),
+        );
+    }
+
+    /// A base backup without WAL (everything must come from the archive).
+    pub fn basebackup_without_wal(&self, dest: &Path) {
+        run_ok(
+            tool("pg_basebackup")
+                .arg("-h")
+                .arg(&self.sock)
+                .arg("-p")
+                .arg(self.port.to_string())
+                .args([
+                    "-U",
+                    "postgres",
+                    "-X",
+                    "none",
+                    "-c",
+                    "fast",
+                    "--no-sync",
+                    "-D",
+                ])
+                .arg(dest),
+        );
+    }
+
+    /// Switches to a new WAL segment and returns the name of the one closed.
+    pub fn switch_wal(&self) -> String {
+        self.sql("select pg_walfile_name(pg_switch_wal())")
+    }
+
+    /// Waits until the archiver has archived `segment` (or later).
+    pub fn wait_archived(&self, segment: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let last = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+            if last.len() == 24 && last.as_str() >= segment {
+                return;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "{segment} was not archived within {timeout:?} (last archived: {last:?}); stats: {}\n--- server log ---\n{}",
+                    self.sql("select * from pg_stat_archiver"),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// True while the postmaster is alive.
+    pub fn is_running(&self) -> bool {
+        tool("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("status")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Waits until recovery has ended and the server accepts writes; panics
+    /// with the server log if the server dies or time runs out.
+    pub fn wait_promoted(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if self.try_sql("select pg_is_in_recovery()").as_deref() == Some("f") {
+                return;
+            }
+            if !self.is_running() {
+                self.running = false;
+                panic!(
+                    "the server stopped during recovery\n--- server log ---\n{}",
+                    self.log()
+                );
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "recovery did not complete within {timeout:?}\n--- server log ---\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = tool("pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}

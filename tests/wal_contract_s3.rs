@@ -1,0 +1,442 @@
+//! The wal-push / wal-fetch contract with PostgreSQL, against the real Ceph
+//! RGW over HTTPS: exit codes, never overwrite, nothing half-written, errors
+//! that name the fix, secrets never shown.
+
+mod common;
+
+use std::path::Path;
+
+use common::s3::Rgw;
+use common::{fresh_segment, pitr, run, Run, TestDir};
+
+const SEG1: &str = "000000010000000000000001";
+
+fn push(env: &[(String, String)], path: &Path, extra: &[&str]) -> Run {
+    run(pitr()
+        .envs(env.iter().cloned())
+        .arg("wal-push")
+        .args(extra)
+        .arg(path))
+}
+
+fn fetch(env: &[(String, String)], name: &str, dest: &Path, extra: &[&str]) -> Run {
+    run(pitr()
+        .envs(env.iter().cloned())
+        .args(["wal-fetch", "--retries", "1", "--retry-wait", "0.05"])
+        .args(extra)
+        .arg(name)
+        .arg(dest))
+}
+
+fn seg_key(server: &str, name: &str) -> String {
+    format!("pg/{server}/wals/{}/{name}.gz", &name[..16])
+}
+
+/// Nothing at `dest` and no temporary file beside it.
+fn assert_nothing_written(dest: &Path) {
+    assert!(!dest.exists(), "{} must not exist", dest.display());
+    let dir = dest.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("pitr-tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
+
+#[test]
+fn push_is_idempotent_and_never_overwrites() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("idem");
+    let dir = TestDir::new("idem");
+    let seg = fresh_segment(&dir, "a");
+    let env = rgw.pitr_env(&bucket, "main");
+
+    let r = push(&env, &seg, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let key = seg_key("main", SEG1);
+    assert!(rgw.keys(&bucket, "pg/main/wals/").contains(&key));
+    let stored = rgw.get(&bucket, &key);
+
+    let again = push(&env, &seg, &[]);
+    assert_eq!(again.code, 0, "same content again must succeed: {again:?}");
+    assert!(
+        again.stderr.contains("already archived"),
+        "{}",
+        again.stderr
+    );
+
+    // Same name, different bytes (a record in the middle changed).
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[100_000] ^= 0xFF;
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = other_dir.join(SEG1);
+    std::fs::write(&other, bytes).unwrap();
+    let refused = push(&env, &other, &[]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(
+        refused.stderr.contains("different content"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("refusing to overwrite"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        rgw.get(&bucket, &key),
+        stored,
+        "the stored object must be unchanged"
+    );
+
+    // And what is stored still fetches back as the original.
+    let dest = dir.join("back");
+    let r = fetch(&env, SEG1, &dest, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&seg).unwrap());
+}
+
+#[test]
+fn another_clusters_wal_is_refused() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("foreign");
+    let dir = TestDir::new("foreign");
+    let env = rgw.pitr_env(&bucket, "main");
+    assert_eq!(push(&env, &fresh_segment(&dir, "a"), &[]).code, 0);
+    // A second initdb has another system identifier; its first segment has
+    // a name that is not yet archived only if we move it along: use a
+    // .partial of the same segment name so the identity check decides.
+    let b = fresh_segment(&dir, "b");
+    let partial = b.with_file_name(format!("{SEG1}.partial"));
+    std::fs::rename(&b, &partial).unwrap();
+    let r = push(&env, &partial, &[]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("belongs to database system"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--server-name"), "{}", r.stderr);
+    assert!(!rgw
+        .keys(&bucket, "pg/main/wals/")
+        .iter()
+        .any(|k| k.contains(".partial")));
+}
+
+#[test]
+fn fetch_exit_codes_follow_the_contract() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("codes");
+    let dir = TestDir::new("codes");
+    let env = rgw.pitr_env(&bucket, "main");
+    let seg = fresh_segment(&dir, "a");
+    assert_eq!(push(&env, &seg, &[]).code, 0);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+
+    // Not in the archive: 1, for segments and for history-file probes.
+    for name in ["000000010000000000000002", "00000002.history"] {
+        let dest = out.join("RECOVERYXLOG");
+        let r = fetch(&env, name, &dest, &[]);
+        assert_eq!(r.code, 1, "{name}: {r:?}");
+        assert_nothing_written(&dest);
+    }
+
+    // A damaged object: retried, then above 125, nothing written.
+    let damaged = "000000010000000000000003";
+    let mut gz = rgw.get(&bucket, &seg_key("main", SEG1));
+    let mid = gz.len() / 2;
+    gz[mid] ^= 0x55;
+    rgw.put_raw(&bucket, &seg_key("main", damaged), gz);
+    let dest = out.join("RECOVERYXLOG");
+    let r = fetch(&env, damaged, &dest, &[]);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(
+        r.stderr.contains("attempt 1 of 2 failed"),
+        "must retry: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("not in standby mode"), "{}", r.stderr);
+    assert_nothing_written(&dest);
+
+    // The same failure in standby mode (standby.signal in the data
+    // directory, or the flag): 1, so PostgreSQL falls back to streaming.
+    let pgdata = dir.join("standby-data");
+    std::fs::create_dir_all(&pgdata).unwrap();
+    std::fs::write(pgdata.join("standby.signal"), "").unwrap();
+    let r = fetch(
+        &env,
+        damaged,
+        &dest,
+        &["--pgdata", pgdata.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("standby mode"), "{}", r.stderr);
+    assert!(r.stderr.contains("standby.signal exists"), "{}", r.stderr);
+    assert_nothing_written(&dest);
+    let r = fetch(&env, damaged, &dest, &["--standby"]);
+    assert_eq!(r.code, 1, "{r:?}");
+
+    // Unreachable endpoint: above 125 with a message naming the setting.
+    let mut down = env.clone();
+    down.retain(|(k, _)| k != "PITR_ENDPOINT_URL");
+    down.push(("PITR_ENDPOINT_URL".into(), "https://127.0.0.1:9".into()));
+    let r = fetch(&down, SEG1, &dest, &[]);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(r.stderr.contains("PITR_ENDPOINT_URL"), "{}", r.stderr);
+    assert_nothing_written(&dest);
+
+    // An invalid name outside standby mode is a real failure too.
+    let r = fetch(&env, "RECOVERYXLOG", &dest, &[]);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(r.stderr.contains("is not a WAL file name"), "{}", r.stderr);
+}
+
+#[test]
+fn client_side_encryption_round_trips_and_wrong_key_fails() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("cse");
+    let dir = TestDir::new("cse");
+    let key_a = dir.join("a.key");
+    let key_b = dir.join("b.key");
+    std::fs::write(&key_a, "11".repeat(32)).unwrap();
+    std::fs::write(&key_b, "22".repeat(32)).unwrap();
+    let seg = fresh_segment(&dir, "a");
+    let mut env = rgw.pitr_env(&bucket, "main");
+    env.push((
+        "PITR_ENCRYPTION_KEY_FILE".into(),
+        key_a.display().to_string(),
+    ));
+    assert_eq!(push(&env, &seg, &[]).code, 0);
+
+    // Stored bytes are neither the segment nor plain gzip.
+    let stored = rgw.get(&bucket, &seg_key("main", SEG1));
+    assert!(
+        stored.starts_with(b"PITRENC"),
+        "object must carry pitr's encryption header"
+    );
+
+    let dest = dir.join("back");
+    let r = fetch(&env, SEG1, &dest, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&seg).unwrap());
+    std::fs::remove_file(&dest).unwrap();
+
+    let mut wrong = env.clone();
+    wrong.retain(|(k, _)| k != "PITR_ENCRYPTION_KEY_FILE");
+    wrong.push((
+        "PITR_ENCRYPTION_KEY_FILE".into(),
+        key_b.display().to_string(),
+    ));
+    let r = fetch(&wrong, SEG1, &dest, &[]);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(
+        r.stderr.contains("encrypted with another key"),
+        "{}",
+        r.stderr
+    );
+    assert_nothing_written(&dest);
+
+    let mut none = env.clone();
+    none.retain(|(k, _)| k != "PITR_ENCRYPTION_KEY_FILE");
+    let r = fetch(&none, SEG1, &dest, &[]);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(
+        r.stderr.contains("PITR_ENCRYPTION_KEY_FILE"),
+        "{}",
+        r.stderr
+    );
+    assert_nothing_written(&dest);
+}
+
+#[test]
+fn server_side_encryption_needs_https() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("sse");
+    let dir = TestDir::new("sse");
+    let seg = fresh_segment(&dir, "a");
+
+    // SSE-S3 over HTTPS: RGW accepts it.
+    let mut env = rgw.pitr_env(&bucket, "aes");
+    env.push(("PITR_SSE".into(), "AES256".into()));
+    let r = push(&env, &seg, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(rgw
+        .keys(&bucket, "pg/aes/wals/")
+        .contains(&seg_key("aes", SEG1)));
+
+    // SSE-KMS over HTTPS: RGW encrypts with the named key and says so.
+    let mut kms = rgw.pitr_env(&bucket, "kms");
+    kms.push(("PITR_SSE".into(), "aws:kms".into()));
+    kms.push(("PITR_SSE_KMS_KEY_ID".into(), rgw.kms_key_id.clone()));
+    let r = push(&kms, &seg, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (sse, key_id) = rgw.sse_of(&bucket, &seg_key("kms", SEG1));
+    assert_eq!(sse.as_deref(), Some("aws:kms"));
+    assert_eq!(key_id.as_deref(), Some(rgw.kms_key_id.as_str()));
+    let dest = dir.join("back");
+    assert_eq!(fetch(&kms, SEG1, &dest, &[]).code, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&seg).unwrap());
+
+    // Over plain HTTP pitr refuses before sending anything.
+    let mut http = rgw.pitr_env(&bucket, "plain");
+    http.retain(|(k, _)| k != "PITR_ENDPOINT_URL");
+    http.push(("PITR_ENDPOINT_URL".into(), rgw.http_endpoint.clone()));
+    http.push(("PITR_SSE".into(), "AES256".into()));
+    let r = push(&http, &seg, &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("over plain HTTP"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("use an https:// endpoint, or --sse none"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        rgw.keys(&bucket, "pg/plain/").is_empty(),
+        "nothing may reach the store"
+    );
+
+    // Without SSE, plain HTTP works (for stores without TLS).
+    http.retain(|(k, _)| k != "PITR_SSE");
+    assert_eq!(push(&http, &seg, &[]).code, 0);
+}
+
+#[test]
+fn store_errors_name_the_setting_and_hide_secrets() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("errs");
+    let dir = TestDir::new("errs");
+    let seg = fresh_segment(&dir, "a");
+    let base = rgw.pitr_env(&bucket, "main");
+    let with = |k: &str, v: &str| {
+        let mut e = base.clone();
+        e.retain(|(n, _)| n != k);
+        if !v.is_empty() {
+            e.push((k.to_string(), v.to_string()));
+        }
+        e
+    };
+
+    let r = push(
+        &with("S3_SECRET_ACCESS_KEY", "not-the-secret-key-0000"),
+        &seg,
+        &[],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("rejected the credentials"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("S3_SECRET_ACCESS_KEY"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("not-the-secret-key-0000"),
+        "secret leaked: {}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains(&rgw.secret_key),
+        "secret leaked: {}",
+        r.stderr
+    );
+
+    let r = push(&with("PITR_CA_BUNDLE", ""), &seg, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("not trusted"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--ca-bundle / PITR_CA_BUNDLE"),
+        "{}",
+        r.stderr
+    );
+
+    let r = push(&with("PITR_REPO", "s3://no-such-bucket-pitr/pg"), &seg, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    assert!(r.stderr.contains("PITR_REPO"), "{}", r.stderr);
+
+    let r = push(&with("S3_ACCESS_KEY_ID", ""), &seg, &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no S3 credentials"), "{}", r.stderr);
+
+    for s in [&rgw.secret_key, &rgw.access_key] {
+        assert!(rgw.keys(&bucket, "").is_empty(), "nothing stored");
+        let _ = s;
+    }
+}
+
+#[test]
+fn every_archive_file_kind_round_trips() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("kinds");
+    let dir = TestDir::new("kinds");
+    let env = rgw.pitr_env(&bucket, "main");
+    let seg = fresh_segment(&dir, "a");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let history = files.join("00000002.history");
+    std::fs::write(&history, "1\t0/3000000\tno recovery target specified\n").unwrap();
+    let backup = files.join(format!("{SEG1}.00000028.backup"));
+    std::fs::write(
+        &backup,
+        "START WAL LOCATION: 0/1000028 (file 000000010000000000000001)\n",
+    )
+    .unwrap();
+    let partial = files.join(format!("{SEG1}.partial"));
+    std::fs::copy(&seg, &partial).unwrap();
+
+    for f in [&seg, &history, &backup, &partial] {
+        let r = push(&env, f, &[]);
+        assert_eq!(r.code, 0, "{}: {r:?}", f.display());
+    }
+    let keys = rgw.keys(&bucket, "pg/main/wals/");
+    assert!(
+        keys.contains(&"pg/main/wals/00000002.history.gz".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&format!(
+            "pg/main/wals/0000000100000000/{SEG1}.00000028.backup.gz"
+        )),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&format!("pg/main/wals/0000000100000000/{SEG1}.partial.gz")),
+        "{keys:?}"
+    );
+
+    for f in [&seg, &history, &backup, &partial] {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let dest = dir.join("back");
+        let r = fetch(&env, name, &dest, &[]);
+        assert_eq!(r.code, 0, "{name}: {r:?}");
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(f).unwrap(),
+            "{name}"
+        );
+    }
+
+    // A history file is never overwritten with different content.
+    std::fs::write(&history, "1\t0/4000000\tno recovery target specified\n").unwrap();
+    assert_eq!(push(&env, &history, &[]).code, 3);
+
+    // A file whose content does not match its name is refused.
+    let renamed = files.join("000000010000000000000007");
+    std::fs::copy(&seg, &renamed).unwrap();
+    let r = push(&env, &renamed, &[]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("not the segment its name claims"),
+        "{}",
+        r.stderr
+    );
+
+    // A name that is not a WAL file name is a usage error.
+    let junk = files.join("notwal");
+    std::fs::write(&junk, "x").unwrap();
+    let r = push(&env, &junk, &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("is not a WAL file name"), "{}", r.stderr);
+}
