@@ -56,7 +56,7 @@ impl TestDir {
         TestDir { path }
     }
 
-    pub fn join(&self, p: &str) -> PathBuf {
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
         self.path.join(p)
     }
 }

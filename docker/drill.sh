@@ -1,0 +1,436 @@
+#!/usr/bin/env bash
+# Restore drill: prove end to end that pitr archives WAL and that a server can
+# be recovered from that archive alone.
+#
+#   1. initdb a throw-away primary with archive_command = 'pitr wal-push %p'
+#   2. take a file-level copy of it with pg_basebackup -X none (no WAL inside)
+#   3. generate load (pgbench plus marker rows), switching WAL segments
+#   4. wait until every segment is archived, stop the primary
+#   5. start the copy with restore_command = 'pitr wal-fetch %f %p', let it
+#      replay the whole archive and promote
+#   6. check that the restored server holds exactly the primary's rows
+#
+# Needs only the Rust toolchain and PostgreSQL 15 (Debian: postgresql-15).
+#
+# Environment:
+#   PITR_BIN          pitr binary to use (default: cargo build --release here)
+#   PG_BIN            PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
+#   PITR_REPO         repository (default file://$WORK/repo, the embedded
+#                     default); when set, S3 settings come from the caller's
+#                     environment as they are (PITR_ENDPOINT_URL, keys, ...)
+#   PITR_SERVER_NAME  Barman server name in the repository (default drill)
+#   PITR_DRILL_DIR    work directory (default: mktemp -d /tmp/pitr-drill.XXXXXX);
+#                     must not exist or be empty, and is removed at the end
+#   PITR_DRILL_KEEP=1 keep the work directory (servers are stopped anyway)
+#   PITR_DRILL_BREAK  sabotage, to see the drill fail:
+#                       delete-segment   delete one archived segment from the
+#                                        middle of the load (file:// only)
+#                       corrupt-segment  flip bytes in one archived segment
+#                                        (file:// only)
+#
+# Exit status: 0 when the restored server matches the primary, 1 otherwise.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(dirname "$SCRIPT_DIR")
+readonly SCRIPT_DIR REPO_ROOT
+readonly PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+readonly ARCHIVE_TIMEOUT=120   # seconds for the primary to archive its last segment
+readonly RECOVERY_TIMEOUT=300  # seconds for the copy to replay the archive and promote
+readonly LOAD_ROUNDS=3         # pgbench rounds, each followed by a WAL switch
+
+# Connection settings from the caller's environment would point psql elsewhere.
+unset PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGDATA
+
+WORK=""            # work directory, set by make_work_dir
+WORK_CREATED=0     # 1 once WORK is ours to remove
+PITR=""            # the pitr binary PostgreSQL runs
+SOCK=""            # unix socket directory of both servers
+PRIMARY=""         # data directories
+RESTORE=""
+
+# ---------------------------------------------------------------- helpers
+
+say() { printf 'pitr drill: %s\n' "$*"; }
+die() {
+    printf 'pitr drill: FAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# Run a command as the user PostgreSQL runs as: postgres when we are root
+# (PostgreSQL refuses to run as root), otherwise ourselves. The environment
+# (PITR_*, S3 credentials) is passed on unchanged.
+as_pg() {
+    if is_root; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# A PostgreSQL program by name: pg initdb -D ...
+pg() {
+    local prog=$1
+    shift
+    as_pg "$PG_BIN/$prog" "$@"
+}
+
+# One SQL statement on the server listening on port $1; prints the result
+# unaligned, without headers, fields separated by '|'.
+sql() {
+    local port=$1 query=$2
+    pg psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$SOCK" -p "$port" -d postgres -c "$query"
+}
+
+# The last lines of a server log, indented, on stderr.
+show_log() {
+    local file=$1 lines=${2:-25}
+    printf 'pitr drill: --- last %s lines of %s ---\n' "$lines" "$file" >&2
+    tail -n "$lines" "$file" 2>/dev/null | sed 's/^/    /' >&2 || true
+}
+
+# A port nothing listens on (TCP on localhost, or a socket in $SOCK).
+free_port() {
+    local port _
+    for _ in $(seq 100); do
+        port=$((20000 + RANDOM % 30000))
+        [[ -e "$SOCK/.s.PGSQL.$port" ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+# Quote a value for a postgresql.conf string: 'it''s'.
+conf_quote() { printf "'%s'" "${1//\'/\'\'}"; }
+
+# Is the postmaster of data directory $1 running?
+postmaster_alive() {
+    local pid
+    pid=$(head -n 1 "$1/postmaster.pid" 2>/dev/null) || return 1
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# ---------------------------------------------------------------- cleanup
+
+cleanup() {
+    local rc=$?
+    set +e
+    for dir in "$RESTORE" "$PRIMARY"; do
+        if [[ -n "$dir" && -f "$dir/postmaster.pid" ]]; then
+            pg pg_ctl -D "$dir" -m immediate stop >/dev/null 2>&1
+        fi
+    done
+    if [[ $WORK_CREATED -eq 1 ]]; then
+        if [[ "${PITR_DRILL_KEEP:-0}" == 1 ]]; then
+            say "kept the work directory: $WORK"
+        else
+            cd / && rm -rf "$WORK"
+            [[ $rc -ne 0 ]] && say "(set PITR_DRILL_KEEP=1 to keep the logs and data directories)"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- steps
+
+check_prerequisites() {
+    local prog
+    for prog in initdb pg_ctl psql pgbench pg_basebackup; do
+        [[ -x "$PG_BIN/$prog" ]] || die "$PG_BIN/$prog not found: install PostgreSQL 15 or set PG_BIN"
+    done
+    if is_root; then
+        id postgres >/dev/null 2>&1 || die "running as root, but there is no 'postgres' user to run PostgreSQL as"
+        command -v runuser >/dev/null || die "running as root, but runuser is missing"
+    fi
+}
+
+# Sets PITR_SRC: the binary to use, built here unless PITR_BIN names one.
+find_pitr() {
+    if [[ -n "${PITR_BIN:-}" ]]; then
+        [[ -x "$PITR_BIN" ]] || die "PITR_BIN=$PITR_BIN is not an executable file"
+        PITR_SRC=$(realpath "$PITR_BIN")
+    else
+        command -v cargo >/dev/null || die "cargo not found: install Rust or set PITR_BIN"
+        say "building pitr (cargo build --release) in $REPO_ROOT"
+        (cd "$REPO_ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+        PITR_SRC=$REPO_ROOT/target/release/pitr
+    fi
+}
+
+# Creates WORK, owned by the PostgreSQL user, and puts pitr where that user
+# can run it.
+make_work_dir() {
+    if [[ -n "${PITR_DRILL_DIR:-}" ]]; then
+        if [[ -e "$PITR_DRILL_DIR" && -n "$(ls -A "$PITR_DRILL_DIR")" ]]; then
+            die "PITR_DRILL_DIR=$PITR_DRILL_DIR is not empty (it is removed at the end, so it must be the drill's own)"
+        fi
+        mkdir -p "$PITR_DRILL_DIR"
+        WORK=$(realpath "$PITR_DRILL_DIR")
+    else
+        WORK=$(mktemp -d /tmp/pitr-drill.XXXXXX)
+    fi
+    WORK_CREATED=1
+    if is_root; then
+        chown postgres: "$WORK"
+        as_pg test -w "$WORK" ||
+            die "the postgres user cannot write to $WORK (is a parent directory closed to it?)"
+        # Copy the binary so postgres can run it wherever the repository lives.
+        mkdir -p "$WORK/bin"
+        install -m 755 "$PITR_SRC" "$WORK/bin/pitr"
+        PITR=$WORK/bin/pitr
+    else
+        PITR=$PITR_SRC
+    fi
+    SOCK=$WORK/sock
+    PRIMARY=$WORK/primary
+    RESTORE=$WORK/restore
+    as_pg mkdir -p "$SOCK"
+    # PostgreSQL programs must be able to look at their working directory.
+    cd "$WORK"
+}
+
+# The repository: the caller's PITR_REPO, or a directory in WORK.
+choose_repository() {
+    export PITR_REPO=${PITR_REPO:-file://$WORK/repo}
+    export PITR_SERVER_NAME=${PITR_SERVER_NAME:-drill}
+    REPO_DIR=""
+    if [[ "$PITR_REPO" == file://* ]]; then
+        REPO_DIR=${PITR_REPO#file://}
+        REPO_DIR=${REPO_DIR%/}
+    fi
+}
+
+# initdb, archive settings, start. Sets PRIMARY_PORT.
+start_primary() {
+    PRIMARY_PORT=$(free_port)
+    pg initdb -D "$PRIMARY" --no-sync --no-locale -E UTF8 -A trust >"$WORK/initdb.log" 2>&1 ||
+        { show_log "$WORK/initdb.log"; die "initdb failed"; }
+    # Only the command goes into postgresql.conf; PITR_REPO, PITR_SERVER_NAME
+    # and any credentials reach it through pg_ctl's environment.
+    cat >>"$PRIMARY/postgresql.conf" <<EOF
+
+# --- pitr drill ---
+port = $PRIMARY_PORT
+listen_addresses = ''
+unix_socket_directories = $(conf_quote "$SOCK")
+archive_mode = on
+archive_command = $(conf_quote "\"$PITR\" wal-push \"%p\"")
+wal_keep_size = '16MB'
+EOF
+    pg pg_ctl -D "$PRIMARY" -l "$WORK/primary.log" -w -t 60 start >/dev/null ||
+        { show_log "$WORK/primary.log"; die "the primary did not start"; }
+    say "primary started (port $PRIMARY_PORT), archiving to $PITR_REPO (server $PITR_SERVER_NAME)"
+}
+
+# A table for marker rows, then the file-level copy without WAL.
+take_base_copy() {
+    sql "$PRIMARY_PORT" "create table drill_marker (id int primary key, note text not null, amount bigint not null)"
+    sql "$PRIMARY_PORT" "insert into drill_marker values (0, 'before the copy', 42)"
+    pg pg_basebackup -h "$SOCK" -p "$PRIMARY_PORT" -D "$RESTORE" -X none -c fast \
+        >"$WORK/basebackup.log" 2>&1 ||
+        { show_log "$WORK/basebackup.log"; die "pg_basebackup failed"; }
+    say "took a copy without WAL (pg_basebackup -X none) before the load"
+}
+
+# pgbench and marker rows, with a WAL switch after every round.
+generate_load() {
+    pg pgbench -h "$SOCK" -p "$PRIMARY_PORT" -i -s 2 -q postgres >"$WORK/pgbench.log" 2>&1 ||
+        { show_log "$WORK/pgbench.log"; die "pgbench -i failed"; }
+    local round
+    for round in $(seq "$LOAD_ROUNDS"); do
+        pg pgbench -h "$SOCK" -p "$PRIMARY_PORT" -n -t 200 postgres >>"$WORK/pgbench.log" 2>&1 ||
+            { show_log "$WORK/pgbench.log"; die "pgbench round $round failed"; }
+        sql "$PRIMARY_PORT" "insert into drill_marker values ($round, 'round $round', $((round * 1000 + RANDOM)))"
+        sql "$PRIMARY_PORT" "select pg_switch_wal()" >/dev/null
+    done
+    # Rows after the last switch: they travel in the final segment.
+    sql "$PRIMARY_PORT" "insert into drill_marker values (99, 'after the last round', -7)"
+    sql "$PRIMARY_PORT" "update pgbench_accounts set abalance = abalance + 1 where aid % 1000 = 0"
+    say "generated load: pgbench -i -s 2, $LOAD_ROUNDS rounds of pgbench -t 200, marker rows"
+}
+
+# What the restored server must hold, as one line per fact. Reads port $1.
+fingerprint() {
+    sql "$1" "select 'accounts=' || count(*) || ' balance_sum=' || coalesce(sum(abalance), 0)
+                     || ' accounts_md5=' || md5(coalesce(string_agg(aid || ':' || abalance, ',' order by aid), ''))
+              from pgbench_accounts"
+    sql "$1" "select 'history=' || count(*) || ' delta_sum=' || coalesce(sum(delta), 0) from pgbench_history"
+    sql "$1" "select 'markers=' || count(*) || ' ' || coalesce(string_agg(id || ':' || amount, ',' order by id), '')
+              from drill_marker"
+}
+
+# Records the expected rows, switches WAL a last time and waits until the
+# archiver has stored that segment. Sets EXPECTED, LAST_SEGMENT, ARCHIVED_COUNT.
+archive_everything() {
+    EXPECTED=$(fingerprint "$PRIMARY_PORT")
+    LAST_SEGMENT=$(sql "$PRIMARY_PORT" "select pg_walfile_name(pg_switch_wal())")
+    local deadline=$((SECONDS + ARCHIVE_TIMEOUT)) stat last failed
+    while :; do
+        stat=$(sql "$PRIMARY_PORT" "select coalesce(last_archived_wal, ''), failed_count, archived_count,
+                                           coalesce(last_failed_wal, '') from pg_stat_archiver")
+        IFS='|' read -r last failed ARCHIVED_COUNT last_failed <<<"$stat"
+        if [[ $failed -gt 0 ]]; then
+            show_log "$WORK/primary.log" 30
+            die "archive_command failed $failed time(s) (last for $last_failed): see the log above"
+        fi
+        if [[ "$last" == "$LAST_SEGMENT" || "${last:0:24}" > "$LAST_SEGMENT" ]]; then
+            break
+        fi
+        if [[ $SECONDS -ge $deadline ]]; then
+            show_log "$WORK/primary.log" 30
+            die "segment $LAST_SEGMENT not archived after ${ARCHIVE_TIMEOUT}s (last archived: ${last:-none})"
+        fi
+        sleep 0.2
+    done
+    pg pg_ctl -D "$PRIMARY" -m fast -w stop >/dev/null
+    say "primary archived everything up to $LAST_SEGMENT and was stopped"
+}
+
+# Archived segment files, oldest first (file:// only).
+archived_segment_files() {
+    find "$REPO_DIR/$PITR_SERVER_NAME/wals" -type f -regextype posix-extended \
+        -regex '.*/[0-9A-F]{24}(\.[a-z0-9]+)?' | sort
+}
+
+# "N WAL segments" in the repository (file://), or "N WAL files" the
+# primary archived (s3://, which we cannot list without a client).
+count_archived() {
+    if [[ -n "$REPO_DIR" ]]; then
+        echo "$(archived_segment_files | wc -l) WAL segments"
+    else
+        echo "$ARCHIVED_COUNT WAL files"
+    fi
+}
+
+# PITR_DRILL_BREAK: damage the archive so that the drill must fail.
+sabotage() {
+    local how=${PITR_DRILL_BREAK:-}
+    [[ -z "$how" ]] && return
+    [[ -n "$REPO_DIR" ]] || die "PITR_DRILL_BREAK needs a file:// repository"
+    # A segment written by the load: the middle one after the copy's start.
+    local start files victim
+    start=$(sed -n 's/^START WAL LOCATION: .* (file \([0-9A-F]\{24\}\))$/\1/p' "$RESTORE/backup_label")
+    mapfile -t files < <(archived_segment_files | awk -F/ -v s="$start" '{ n = substr($NF, 1, 24) } n > s')
+    [[ ${#files[@]} -ge 3 ]] || die "PITR_DRILL_BREAK: too few segments to pick one from"
+    victim=${files[$((${#files[@]} / 2))]}
+    case "$how" in
+        delete-segment)
+            rm -f "$victim"
+            say "BREAK: deleted $(basename "$victim") from the repository; the drill must now fail"
+            ;;
+        corrupt-segment)
+            printf 'pitr drill was here' | dd of="$victim" bs=1 seek=100 conv=notrunc status=none
+            say "BREAK: overwrote bytes in $(basename "$victim") in the repository; the drill must now fail"
+            ;;
+        *) die "unknown PITR_DRILL_BREAK=$how (delete-segment or corrupt-segment)" ;;
+    esac
+}
+
+# Turns the copy into a server recovering from the archive and starts it.
+start_restore() {
+    RESTORE_PORT=$(free_port)
+    cat >>"$RESTORE/postgresql.auto.conf" <<EOF
+
+# --- pitr drill: recover from the archive only ---
+port = $RESTORE_PORT
+unix_socket_directories = $(conf_quote "$SOCK")
+archive_mode = off
+restore_command = $(conf_quote "\"$PITR\" wal-fetch \"%f\" \"%p\"")
+EOF
+    as_pg touch "$RESTORE/recovery.signal"
+    # No -w: wait_for_promotion watches the server itself.
+    pg pg_ctl -D "$RESTORE" -l "$WORK/restore.log" start >/dev/null ||
+        { show_log "$WORK/restore.log"; die "the restored server did not start"; }
+    say "restoring the copy (port $RESTORE_PORT) with restore_command = 'pitr wal-fetch %f %p'"
+}
+
+# FATAL or PANIC lines in the restore log, other than refused connections
+# while the server starts up.
+fatal_lines() {
+    grep -E '(FATAL|PANIC):' "$WORK/restore.log" 2>/dev/null |
+        grep -vE 'the database system is (starting up|not yet accepting connections|shutting down)' || true
+}
+
+# Waits until the restored server has replayed the archive and promoted.
+wait_for_promotion() {
+    local deadline=$((SECONDS + RECOVERY_TIMEOUT)) fatal state
+    while :; do
+        fatal=$(fatal_lines)
+        if [[ -n "$fatal" ]] || ! postmaster_alive "$RESTORE"; then
+            show_log "$WORK/restore.log" 30
+            die "recovery from the archive failed: ${fatal:-the restored server exited}"
+        fi
+        if pg pg_isready -q -h "$SOCK" -p "$RESTORE_PORT" -d postgres; then
+            state=$(sql "$RESTORE_PORT" "select pg_is_in_recovery()" 2>/dev/null || true)
+            [[ "$state" == f ]] && break
+        fi
+        if [[ $SECONDS -ge $deadline ]]; then
+            show_log "$WORK/restore.log" 30
+            die "the restored server did not finish recovery within ${RECOVERY_TIMEOUT}s"
+        fi
+        sleep 0.2
+    done
+}
+
+# Compares the restored server with the primary and prints the report.
+verify_and_report() {
+    local archived replayed last_replayed actual accounts balance markers
+    archived=$(count_archived)
+    # PostgreSQL logs every file restore_command delivered.
+    replayed=$(grep -cE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" || true)
+    last_replayed=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" |
+        tail -n 1 | grep -oE '[0-9A-F]{24}' || true)
+    actual=$(fingerprint "$RESTORE_PORT")
+
+    if [[ "$actual" != "$EXPECTED" ]]; then
+        {
+            echo "pitr drill: expected (primary):"
+            echo "    ${EXPECTED//$'\n'/$'\n'    }"
+            echo "pitr drill: found (restored):"
+            echo "    ${actual//$'\n'/$'\n'    }"
+        } >&2
+        show_log "$WORK/restore.log" 15
+        if [[ "$last_replayed" != "$LAST_SEGMENT" ]]; then
+            die "restored server does not match the primary: recovery ended after ${last_replayed:-no segment}," \
+                "but the archive should reach $LAST_SEGMENT (a segment missing from the archive ends recovery early)"
+        fi
+        die "restored server does not match the primary"
+    fi
+    if [[ "$last_replayed" != "$LAST_SEGMENT" ]]; then
+        die "rows match, but recovery replayed up to ${last_replayed:-nothing}, not $LAST_SEGMENT"
+    fi
+
+    accounts=$(sed -n 's/.*accounts=\([0-9]*\) .*/\1/p' <<<"$EXPECTED" | head -n 1)
+    balance=$(sed -n 's/.*balance_sum=\(-\{0,1\}[0-9]*\) .*/\1/p' <<<"$EXPECTED")
+    markers=$(sed -n 's/^markers=\([0-9]*\).*/\1/p' <<<"$EXPECTED")
+    say "archived $archived to $PITR_REPO (server $PITR_SERVER_NAME), 0 archive failures"
+    say "restored a copy taken before the load by replaying $replayed segments through \`pitr wal-fetch\` (up to $LAST_SEGMENT)"
+    say "restored server holds the same rows as the primary: $accounts accounts, balance sum $balance, $markers marker rows   OK"
+}
+
+main() {
+    local started=$SECONDS
+    check_prerequisites
+    find_pitr
+    make_work_dir
+    choose_repository
+    start_primary
+    take_base_copy
+    generate_load
+    archive_everything
+    sabotage
+    start_restore
+    wait_for_promotion
+    verify_and_report
+    say "drill passed in $((SECONDS - started))s"
+}
+
+main "$@"
