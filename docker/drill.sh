@@ -130,7 +130,7 @@ cleanup() {
             say "kept the work directory: $WORK"
         else
             cd / && rm -rf "$WORK"
-            [[ $rc -ne 0 ]] && say "(set PITR_DRILL_KEEP=1 to keep the logs and data directories)"
+            [[ $rc -ne 0 ]] && say "(set PITR_DRILL_KEEP=1 to keep the logs and data directories)" >&2
         fi
     fi
     exit "$rc"
@@ -146,6 +146,13 @@ check_prerequisites() {
     for prog in initdb pg_ctl psql pgbench pg_basebackup; do
         [[ -x "$PG_BIN/$prog" ]] || die "$PG_BIN/$prog not found: install PostgreSQL 15 or set PG_BIN"
     done
+    case "${PITR_DRILL_BREAK:-}" in
+        "" | delete-segment | corrupt-segment) ;;
+        *) die "unknown PITR_DRILL_BREAK=$PITR_DRILL_BREAK (delete-segment or corrupt-segment)" ;;
+    esac
+    if [[ -n "${PITR_DRILL_BREAK:-}" && "${PITR_REPO:-file://}" != file://* ]]; then
+        die "PITR_DRILL_BREAK needs a file:// repository"
+    fi
     if is_root; then
         id postgres >/dev/null 2>&1 || die "running as root, but there is no 'postgres' user to run PostgreSQL as"
         command -v runuser >/dev/null || die "running as root, but runuser is missing"
@@ -314,7 +321,6 @@ count_archived() {
 sabotage() {
     local how=${PITR_DRILL_BREAK:-}
     [[ -z "$how" ]] && return
-    [[ -n "$REPO_DIR" ]] || die "PITR_DRILL_BREAK needs a file:// repository"
     # A segment written by the load: the middle one after the copy's start.
     local start files victim
     start=$(sed -n 's/^START WAL LOCATION: .* (file \([0-9A-F]\{24\}\))$/\1/p' "$RESTORE/backup_label")
@@ -330,7 +336,6 @@ sabotage() {
             printf 'pitr drill was here' | dd of="$victim" bs=1 seek=100 conv=notrunc status=none
             say "BREAK: overwrote bytes in $(basename "$victim") in the repository; the drill must now fail"
             ;;
-        *) die "unknown PITR_DRILL_BREAK=$how (delete-segment or corrupt-segment)" ;;
     esac
 }
 
@@ -384,8 +389,9 @@ wait_for_promotion() {
 verify_and_report() {
     local archived replayed last_replayed actual accounts balance markers
     archived=$(count_archived)
-    # PostgreSQL logs every file restore_command delivered.
-    replayed=$(grep -cE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" || true)
+    # PostgreSQL logs every file restore_command delivered (the last one twice:
+    # it reads it again at the end of recovery), so count distinct names.
+    replayed=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" | sort -u | wc -l)
     last_replayed=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" |
         tail -n 1 | grep -oE '[0-9A-F]{24}' || true)
     actual=$(fingerprint "$RESTORE_PORT")

@@ -360,10 +360,7 @@ fn store_errors_name_the_setting_and_hide_secrets() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("no S3 credentials"), "{}", r.stderr);
 
-    for s in [&rgw.secret_key, &rgw.access_key] {
-        assert!(rgw.keys(&bucket, "").is_empty(), "nothing stored");
-        let _ = s;
-    }
+    assert!(rgw.keys(&bucket, "").is_empty(), "nothing may be stored by a failed push");
 }
 
 #[test]

@@ -139,10 +139,10 @@ pub fn run(cmd: &mut Command) -> Run {
 /// The first WAL segment of a freshly initialised cluster (no server is
 /// started): a real segment with a real system identifier, copied to `dir`.
 pub fn fresh_segment(dir: &TestDir, name: &str) -> PathBuf {
-    let data = dir.join(&format!("initdb-{name}"));
+    let data = dir.join(format!("initdb-{name}"));
     pg::initdb(&data);
     let src = data.join("pg_wal/000000010000000000000001");
-    let dst_dir = dir.join(&format!("seg-{name}"));
+    let dst_dir = dir.join(format!("seg-{name}"));
     std::fs::create_dir_all(&dst_dir).unwrap();
     let dst = dst_dir.join("000000010000000000000001");
     std::fs::copy(&src, &dst).unwrap();
