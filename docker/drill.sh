@@ -387,11 +387,13 @@ wait_for_promotion() {
 
 # Compares the restored server with the primary and prints the report.
 verify_and_report() {
-    local archived replayed last_replayed actual accounts balance markers
+    local archived replayed first_replayed last_replayed actual accounts balance markers
     archived=$(count_archived)
     # PostgreSQL logs every file restore_command delivered (the last one twice:
     # it reads it again at the end of recovery), so count distinct names.
     replayed=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" | sort -u | wc -l)
+    first_replayed=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" |
+        head -n 1 | grep -oE '[0-9A-F]{24}' || true)
     last_replayed=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" |
         tail -n 1 | grep -oE '[0-9A-F]{24}' || true)
     actual=$(fingerprint "$RESTORE_PORT")
@@ -418,7 +420,7 @@ verify_and_report() {
     balance=$(sed -n 's/.*balance_sum=\(-\{0,1\}[0-9]*\) .*/\1/p' <<<"$EXPECTED")
     markers=$(sed -n 's/^markers=\([0-9]*\).*/\1/p' <<<"$EXPECTED")
     say "archived $archived to $PITR_REPO (server $PITR_SERVER_NAME), 0 archive failures"
-    say "restored a copy taken before the load by replaying $replayed segments through \`pitr wal-fetch\` (up to $LAST_SEGMENT)"
+    say "restored a copy taken before the load by replaying $replayed segments through \`pitr wal-fetch\` ($first_replayed to $last_replayed)"
     say "restored server holds the same rows as the primary: $accounts accounts, balance sum $balance, $markers marker rows   OK"
 }
 
