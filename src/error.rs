@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Store,
     /// Local file-system failure.
     Io,
+    /// The PostgreSQL server refused, failed, or spoke out of turn.
+    Postgres,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,8 @@ pub enum Error {
     WrongKey(String),
     #[error("{0}")]
     Store(String),
+    #[error("{0}")]
+    Postgres(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -54,6 +58,7 @@ impl Error {
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::WrongKey(_) => ErrorKind::WrongKey,
             Error::Store(_) => ErrorKind::Store,
+            Error::Postgres(_) => ErrorKind::Postgres,
             Error::Io { .. } => ErrorKind::Io,
         }
     }
