@@ -5,6 +5,7 @@
 //! `cli/` parse arguments, build a [`repo::Repo`], call one function here,
 //! and print the result.
 
+pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod error;
