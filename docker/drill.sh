@@ -48,6 +48,7 @@ PITR=""            # the pitr binary PostgreSQL runs
 SOCK=""            # unix socket directory of both servers
 PRIMARY=""         # data directories
 RESTORE=""
+BASEBACKUP_PID=""  # pg_basebackup while it runs in the background
 
 # ---------------------------------------------------------------- helpers
 
@@ -120,6 +121,7 @@ postmaster_alive() {
 cleanup() {
     local rc=$?
     set +e
+    [[ -n "$BASEBACKUP_PID" ]] && kill "$BASEBACKUP_PID" 2>/dev/null
     for dir in "$RESTORE" "$PRIMARY"; do
         if [[ -n "$dir" && -f "$dir/postmaster.pid" ]]; then
             pg pg_ctl -D "$dir" -m immediate stop >/dev/null 2>&1
@@ -241,9 +243,17 @@ EOF
 take_base_copy() {
     sql "$PRIMARY_PORT" "create table drill_marker (id int primary key, note text not null, amount bigint not null)"
     sql "$PRIMARY_PORT" "insert into drill_marker values (0, 'before the copy', 42)"
+    # pg_basebackup -X none waits, without a time limit, until the server has
+    # archived the backup's last segment: watch the archiver meanwhile.
     pg pg_basebackup -h "$SOCK" -p "$PRIMARY_PORT" -D "$RESTORE" -X none -c fast \
-        >"$WORK/basebackup.log" 2>&1 ||
-        { show_log "$WORK/basebackup.log"; die "pg_basebackup failed"; }
+        >"$WORK/basebackup.log" 2>&1 &
+    BASEBACKUP_PID=$!
+    while kill -0 "$BASEBACKUP_PID" 2>/dev/null; do
+        check_archiver >/dev/null
+        sleep 0.2
+    done
+    wait "$BASEBACKUP_PID" || { show_log "$WORK/basebackup.log"; die "pg_basebackup failed"; }
+    BASEBACKUP_PID=""
     say "took a copy without WAL (pg_basebackup -X none) before the load"
 }
 
@@ -274,20 +284,28 @@ fingerprint() {
               from drill_marker"
 }
 
+# Fails at the first failed archive_command; prints the last archived file
+# and how many were archived, as "name|count".
+check_archiver() {
+    local stat last failed count last_failed
+    stat=$(sql "$PRIMARY_PORT" "select coalesce(last_archived_wal, ''), failed_count, archived_count,
+                                       coalesce(last_failed_wal, '') from pg_stat_archiver")
+    IFS='|' read -r last failed count last_failed <<<"$stat"
+    if [[ $failed -gt 0 ]]; then
+        show_log "$WORK/primary.log" 12
+        die "archive_command (pitr wal-push) failed $failed time(s), last for $last_failed: see the log above"
+    fi
+    echo "$last|$count"
+}
+
 # Records the expected rows, switches WAL a last time and waits until the
 # archiver has stored that segment. Sets EXPECTED, LAST_SEGMENT, ARCHIVED_COUNT.
 archive_everything() {
     EXPECTED=$(fingerprint "$PRIMARY_PORT")
     LAST_SEGMENT=$(sql "$PRIMARY_PORT" "select pg_walfile_name(pg_switch_wal())")
-    local deadline=$((SECONDS + ARCHIVE_TIMEOUT)) stat last failed
+    local deadline=$((SECONDS + ARCHIVE_TIMEOUT)) last
     while :; do
-        stat=$(sql "$PRIMARY_PORT" "select coalesce(last_archived_wal, ''), failed_count, archived_count,
-                                           coalesce(last_failed_wal, '') from pg_stat_archiver")
-        IFS='|' read -r last failed ARCHIVED_COUNT last_failed <<<"$stat"
-        if [[ $failed -gt 0 ]]; then
-            show_log "$WORK/primary.log" 30
-            die "archive_command failed $failed time(s) (last for $last_failed): see the log above"
-        fi
+        IFS='|' read -r last ARCHIVED_COUNT <<<"$(check_archiver)"
         if [[ "$last" == "$LAST_SEGMENT" || "${last:0:24}" > "$LAST_SEGMENT" ]]; then
             break
         fi

@@ -4,10 +4,14 @@
 //! ```text
 //! <prefix>/<server>/wals/<TLI><LOG>/<segment>[.gz]
 //! <prefix>/<server>/wals/<TLI>.history[.gz]
-//! <prefix>/<server>/base/<backup-id>/...
-//! <prefix>/<server>/pitr/identity.json        pitr's own, ignored by Barman
+//! <prefix>/<server>/base/<backup-id>/backup.info
+//! <prefix>/<server>/base/<backup-id>/data.tar[.gz]
+//! <prefix>/<server>/base/<backup-id>/<tablespace-oid>.tar[.gz]
+//! <prefix>/<server>/pitr/identity.json                      pitr's own, ignored by Barman
+//! <prefix>/<server>/pitr/backups/<backup-id>/backup_manifest.gz, pitr.json
 //! ```
 
+use crate::backup::BackupId;
 use crate::codec::compression::KNOWN_SUFFIXES;
 use crate::wal::WalFileName;
 
@@ -26,6 +30,15 @@ impl Layout {
             format!("{prefix}/{server}/")
         };
         Layout { root }
+    }
+
+    /// The server name (the last component of the root).
+    pub fn server_name(&self) -> &str {
+        self.root
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
     }
 
     pub fn server_root(&self) -> &str {
@@ -50,6 +63,47 @@ impl Layout {
         let base = self.wal_key(name, "");
         let suffix = key.strip_prefix(base.as_str())?;
         KNOWN_SUFFIXES.contains(&suffix).then_some(suffix)
+    }
+
+    /// Where backups live: `<server>/base/`.
+    pub fn base_prefix(&self) -> String {
+        format!("{}base/", self.root)
+    }
+
+    /// Barman's metadata of one backup.
+    pub fn backup_info_key(&self, id: &BackupId) -> String {
+        format!("{}base/{id}/backup.info", self.root)
+    }
+
+    /// PGDATA's tar (Barman names it `data.tar[.gz]`).
+    pub fn backup_data_key(&self, id: &BackupId, suffix: &str) -> String {
+        format!("{}base/{id}/data.tar{suffix}", self.root)
+    }
+
+    /// A tablespace's tar, members relative to the tablespace directory.
+    pub fn backup_tablespace_key(&self, id: &BackupId, oid: u32, suffix: &str) -> String {
+        format!("{}base/{id}/{oid}.tar{suffix}", self.root)
+    }
+
+    /// Everything of one backup in Barman's part of the layout.
+    pub fn backup_prefix(&self, id: &BackupId) -> String {
+        format!("{}base/{id}/", self.root)
+    }
+
+    /// pitr's own objects for one backup (manifest, details), outside
+    /// `base/` so that Barman's tools never see them.
+    pub fn pitr_backup_prefix(&self, id: &BackupId) -> String {
+        format!("{}pitr/backups/{id}/", self.root)
+    }
+
+    /// The server's backup manifest, as it sent it.
+    pub fn backup_manifest_key(&self, id: &BackupId, suffix: &str) -> String {
+        format!("{}backup_manifest{suffix}", self.pitr_backup_prefix(id))
+    }
+
+    /// pitr's details of a backup (objects, sizes, checksums, encoding).
+    pub fn backup_details_key(&self, id: &BackupId) -> String {
+        format!("{}pitr.json", self.pitr_backup_prefix(id))
     }
 
     /// pitr's record of which database system this repository belongs to.

@@ -360,7 +360,10 @@ fn store_errors_name_the_setting_and_hide_secrets() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("no S3 credentials"), "{}", r.stderr);
 
-    assert!(rgw.keys(&bucket, "").is_empty(), "nothing may be stored by a failed push");
+    assert!(
+        rgw.keys(&bucket, "").is_empty(),
+        "nothing may be stored by a failed push"
+    );
 }
 
 #[test]

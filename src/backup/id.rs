@@ -53,7 +53,10 @@ mod tests {
 
     #[test]
     fn parses_barman_ids() {
-        assert_eq!("20261122T034155".parse::<BackupId>().unwrap().as_str(), "20261122T034155");
+        assert_eq!(
+            "20261122T034155".parse::<BackupId>().unwrap().as_str(),
+            "20261122T034155"
+        );
         assert!("20261322T034155".parse::<BackupId>().is_err());
         assert!("latest".parse::<BackupId>().is_err());
     }

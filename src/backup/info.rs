@@ -94,7 +94,9 @@ pub struct BackupInfo {
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f%:z";
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "None".into())
+    v.as_ref()
+        .map(|x| x.to_string())
+        .unwrap_or_else(|| "None".into())
 }
 
 impl BackupInfo {
@@ -135,9 +137,18 @@ impl BackupInfo {
         if let Some(name) = &self.backup_name {
             f.insert("backup_name", name.clone()); // Barman hides it when unset
         }
-        f.insert("backup_label", self.backup_label.as_deref().map(pyrepr::repr_str).unwrap_or("None".into()));
+        f.insert(
+            "backup_label",
+            self.backup_label
+                .as_deref()
+                .map(pyrepr::repr_str)
+                .unwrap_or("None".into()),
+        );
         f.insert("begin_offset", opt(&self.begin_offset));
-        f.insert("begin_time", opt(&self.begin_time.map(|t| t.format(TIME_FORMAT))));
+        f.insert(
+            "begin_time",
+            opt(&self.begin_time.map(|t| t.format(TIME_FORMAT))),
+        );
         f.insert("begin_wal", opt(&self.begin_wal));
         f.insert("begin_xlog", opt(&self.begin_xlog));
         f.insert("compression", "None".into());
@@ -150,11 +161,17 @@ impl BackupInfo {
         );
         f.insert("deduplicated_size", "None".into());
         f.insert("end_offset", opt(&self.end_offset));
-        f.insert("end_time", opt(&self.end_time.map(|t| t.format(TIME_FORMAT))));
+        f.insert(
+            "end_time",
+            opt(&self.end_time.map(|t| t.format(TIME_FORMAT))),
+        );
         f.insert("end_wal", opt(&self.end_wal));
         f.insert("end_xlog", opt(&self.end_xlog));
         // One line: Barman reads line by line.
-        f.insert("error", opt(&self.error.as_ref().map(|e| e.replace(['\n', '\r'], " "))));
+        f.insert(
+            "error",
+            opt(&self.error.as_ref().map(|e| e.replace(['\n', '\r'], " "))),
+        );
         f.insert("hba_file", opt(&self.hba_file));
         f.insert("ident_file", opt(&self.ident_file));
         f.insert("included_files", "None".into());
@@ -172,7 +189,14 @@ impl BackupInfo {
                 let items: Vec<String> = self
                     .tablespaces
                     .iter()
-                    .map(|t| format!("({}, {}, {})", pyrepr::repr_str(&t.name), t.oid, pyrepr::repr_str(&t.location)))
+                    .map(|t| {
+                        format!(
+                            "({}, {}, {})",
+                            pyrepr::repr_str(&t.name),
+                            t.oid,
+                            pyrepr::repr_str(&t.location)
+                        )
+                    })
                     .collect();
                 format!("[{}]", items.join(", "))
             },
@@ -210,7 +234,8 @@ impl BackupInfo {
         let mut take = |k: &str| raw.remove(k).filter(|v| v != "None");
         let bad = |k: &str, v: &str| Error::Corrupt(format!("{what}: {k}={v} cannot be read"));
         let num = |k: &str, v: Option<String>| -> Result<Option<u64>, Error> {
-            v.map(|v| v.parse::<u64>().map_err(|_| bad(k, &v))).transpose()
+            v.map(|v| v.parse::<u64>().map_err(|_| bad(k, &v)))
+                .transpose()
         };
         let time = |k: &str, v: Option<String>| -> Result<Option<DateTime<FixedOffset>>, Error> {
             v.map(|v| {
@@ -221,9 +246,12 @@ impl BackupInfo {
             .transpose()
         };
         let lsn = |k: &str, v: Option<String>| -> Result<Option<Lsn>, Error> {
-            v.map(|v| v.parse::<Lsn>().map_err(|_| bad(k, &v))).transpose()
+            v.map(|v| v.parse::<Lsn>().map_err(|_| bad(k, &v)))
+                .transpose()
         };
-        let status = take("status").map(|s| BackupStatus::parse(&s)).unwrap_or(BackupStatus::Other("EMPTY".into()));
+        let status = take("status")
+            .map(|s| BackupStatus::parse(&s))
+            .unwrap_or(BackupStatus::Other("EMPTY".into()));
         let tablespaces = match take("tablespaces") {
             None => Vec::new(),
             Some(v) => {
@@ -233,10 +261,16 @@ impl BackupInfo {
                     .unwrap_or_default()
                     .iter()
                     .map(|t| {
-                        let f = t.items().filter(|f| f.len() == 3).ok_or_else(|| bad("tablespaces", &v))?;
+                        let f = t
+                            .items()
+                            .filter(|f| f.len() == 3)
+                            .ok_or_else(|| bad("tablespaces", &v))?;
                         Ok(Tablespace {
                             name: f[0].as_str().unwrap_or_default().to_string(),
-                            oid: f[1].as_int().and_then(|o| u32::try_from(o).ok()).ok_or_else(|| bad("tablespaces", &v))?,
+                            oid: f[1]
+                                .as_int()
+                                .and_then(|o| u32::try_from(o).ok())
+                                .ok_or_else(|| bad("tablespaces", &v))?,
                             location: f[2].as_str().unwrap_or_default().to_string(),
                         })
                     })
@@ -344,11 +378,28 @@ xlog_segment_size=16777216
         assert_eq!(info.begin_xlog, Some(Lsn(0x4_E400_0028)));
         assert_eq!(info.end_wal.as_deref(), Some("0000000100000004000000E4"));
         assert_eq!(info.version, Some(150018));
-        assert_eq!(info.tablespaces, vec![Tablespace { name: "ts1".into(), oid: 16592, location: "/srv/tblspc".into() }]);
-        assert!(info.backup_label.as_deref().unwrap().contains("\nCHECKPOINT LOCATION: 4/E4000060\n"));
+        assert_eq!(
+            info.tablespaces,
+            vec![Tablespace {
+                name: "ts1".into(),
+                oid: 16592,
+                location: "/srv/tblspc".into()
+            }]
+        );
+        assert!(info
+            .backup_label
+            .as_deref()
+            .unwrap()
+            .contains("\nCHECKPOINT LOCATION: 4/E4000060\n"));
         assert_eq!(info.total_time, Some(84.629754));
-        assert_eq!(info.begin_time.unwrap().to_rfc3339(), "2026-11-22T03:41:55.165392+00:00");
-        assert_eq!(info.extra.get("cluster_size").map(String::as_str), Some("1105877549"));
+        assert_eq!(
+            info.begin_time.unwrap().to_rfc3339(),
+            "2026-11-22T03:41:55.165392+00:00"
+        );
+        assert_eq!(
+            info.extra.get("cluster_size").map(String::as_str),
+            Some("1105877549")
+        );
     }
 
     #[test]
@@ -356,11 +407,18 @@ xlog_segment_size=16777216
         let id: BackupId = "20261122T034155".parse().unwrap();
         let mut info = BackupInfo::new(id.clone(), "main");
         info.status = BackupStatus::Done;
-        info.backup_label = Some("START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nLABEL: it's\n".into());
+        info.backup_label = Some(
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nLABEL: it's\n".into(),
+        );
         info.begin_xlog = Some(Lsn(0x200_0028));
-        info.tablespaces = vec![Tablespace { name: "ts".into(), oid: 16384, location: "/t".into() }];
+        info.tablespaces = vec![Tablespace {
+            name: "ts".into(),
+            oid: 16384,
+            location: "/t".into(),
+        }];
         info.error = Some("two\nlines".into());
-        info.begin_time = Some(DateTime::parse_from_rfc3339("2026-11-22T03:41:55.1+00:00").unwrap());
+        info.begin_time =
+            Some(DateTime::parse_from_rfc3339("2026-11-22T03:41:55.1+00:00").unwrap());
         let text = info.to_barman_text();
         let keys: Vec<&str> = text.lines().map(|l| l.split('=').next().unwrap()).collect();
         let mut sorted = keys.clone();
@@ -369,7 +427,10 @@ xlog_segment_size=16777216
         assert!(text.contains("begin_time=2026-11-22 03:41:55.100000+00:00\n"));
         assert!(text.contains("tablespaces=[('ts', 16384, '/t')]\n"));
         assert!(text.contains("error=two lines\n"));
-        assert!(!text.contains("backup_name"), "hidden when unset, as Barman does");
+        assert!(
+            !text.contains("backup_name"),
+            "hidden when unset, as Barman does"
+        );
         let back = BackupInfo::parse(id, &text, "x").unwrap();
         assert_eq!(back.backup_label, info.backup_label);
         assert_eq!(back.tablespaces, info.tablespaces);

@@ -5,7 +5,11 @@
 /// Python's `repr()` of a str: single quotes unless the text has a single
 /// quote and no double quote; backslash escapes for control characters.
 pub fn repr_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -18,7 +22,9 @@ pub fn repr_str(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -114,7 +120,9 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Option<PyValue> {
         let start = self.i;
-        while self.i < self.s.len() && (self.s[self.i].is_ascii_digit() || b"+-.eE".contains(&self.s[self.i])) {
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_digit() || b"+-.eE".contains(&self.s[self.i]))
+        {
             self.i += 1;
         }
         let t = std::str::from_utf8(&self.s[start..self.i]).ok()?;
@@ -221,8 +229,18 @@ mod tests {
 
     #[test]
     fn round_trips_strings() {
-        for s in ["START WAL LOCATION: 4/E4000028\nLABEL: x\n", "it's", "a'b\"c", "tab\there", "\u{1}"] {
-            assert_eq!(parse(&repr_str(s)), Some(PyValue::Str(s.to_string())), "{s:?}");
+        for s in [
+            "START WAL LOCATION: 4/E4000028\nLABEL: x\n",
+            "it's",
+            "a'b\"c",
+            "tab\there",
+            "\u{1}",
+        ] {
+            assert_eq!(
+                parse(&repr_str(s)),
+                Some(PyValue::Str(s.to_string())),
+                "{s:?}"
+            );
         }
     }
 
@@ -235,7 +253,14 @@ mod tests {
         let d = parse("{'total_time': 84.629754, 'number_of_workers': 2}").unwrap();
         assert!(matches!(d, PyValue::Dict(ref v) if v.len() == 2));
         assert_eq!(parse("None"), Some(PyValue::None));
-        assert_eq!(parse("['/a/postgresql.auto.conf']").unwrap().items().unwrap().len(), 1);
+        assert_eq!(
+            parse("['/a/postgresql.auto.conf']")
+                .unwrap()
+                .items()
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(parse("[1, 2"), None);
     }
 }

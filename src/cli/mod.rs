@@ -1,8 +1,11 @@
 //! The command line: the only place that knows clap. Each command parses,
 //! builds a repository, calls one library function, and reports.
 
+pub mod backup;
+pub mod backup_output;
 pub mod config_file;
 pub mod exit;
+pub mod progress;
 pub mod repo_args;
 pub mod wal_fetch;
 pub mod wal_push;
@@ -37,6 +40,8 @@ pub enum Command {
     WalPush(wal_push::WalPushArgs),
     /// Restore one WAL file: restore_command = 'pitr wal-fetch %f %p'
     WalFetch(wal_fetch::WalFetchArgs),
+    /// Take a base backup over the replication protocol, or manage backups
+    Backup(backup::BackupArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -44,5 +49,6 @@ pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::WalPush(args) => wal_push::run(args).await,
         Command::WalFetch(args) => wal_fetch::run(args).await,
+        Command::Backup(args) => backup::run(args).await,
     }
 }

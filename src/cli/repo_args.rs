@@ -12,13 +12,13 @@ use pitr::error::{Error, Result};
 
 #[derive(Debug, Args)]
 pub struct RepoArgs {
-    /// Repository: s3://bucket[/prefix] or file:///absolute/dir
+    /// Repository: s3://bucket[/prefix] or file:///absolute/dir (required)
     #[arg(long, env = "PITR_REPO", value_name = "URL")]
-    pub repo: String,
+    pub repo: Option<String>,
 
-    /// Barman server name: the folder under the prefix that holds this cluster
+    /// Barman server name: the folder under the prefix that holds this cluster (required)
     #[arg(long, env = "PITR_SERVER_NAME", value_name = "NAME")]
-    pub server_name: String,
+    pub server_name: Option<String>,
 
     /// S3 endpoint, e.g. https://rgw.example:7443 (Ceph RGW, MinIO); AWS when unset
     #[arg(long, env = "PITR_ENDPOINT_URL", value_name = "URL")]
@@ -73,9 +73,16 @@ impl RepoArgs {
                 "--sse-kms-key-id / PITR_SSE_KMS_KEY_ID is set, but --sse is not aws:kms".into(),
             ));
         }
+        let required = |v: &Option<String>, what: &str| {
+            v.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
+                Error::Config(format!(
+                    "{what} is not set: pass it or set it in the environment or the settings file"
+                ))
+            })
+        };
         Ok(RepoConfig {
-            location: self.repo.parse()?,
-            server_name: self.server_name.clone(),
+            location: required(&self.repo, "--repo / PITR_REPO")?.parse()?,
+            server_name: required(&self.server_name, "--server-name / PITR_SERVER_NAME")?,
             s3: S3Settings {
                 endpoint_url: self.endpoint_url.clone().filter(|s| !s.is_empty()),
                 region: self.region.clone(),

@@ -4,7 +4,7 @@
 //! channel, so compression and network transfer overlap and memory stays
 //! bounded whatever the size of the data.
 
-mod channel_io;
+pub(crate) mod channel_io;
 pub mod download;
 pub mod upload;
 

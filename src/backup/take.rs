@@ -1,0 +1,388 @@
+//! Taking a base backup: `BASE_BACKUP` over the replication protocol,
+//! each tar streamed through the one data path into the store (no staging
+//! disk, bounded memory), Barman's backup.info around it (STARTED, then DONE
+//! or FAILED), and DONE only once the WAL from the backup's start to its end
+//! is in the archive.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{Local, Utc};
+use tokio::sync::mpsc;
+
+use super::catalog::{self, BackupDetails, CatalogEntry, StoredObject};
+use super::id::BackupId;
+use super::info::{BackupInfo, BackupStatus, Tablespace};
+use super::tar_scan::{Capture, TarWalker};
+use super::wal_check;
+use crate::error::{Error, Result};
+use crate::pgwire::{
+    BackupEvent, BaseBackupOptions, BaseBackupStream, Checkpoint, ConnectParams,
+    ReplicationConnection,
+};
+use crate::repo::Repo;
+use crate::store::{PutOptions, PutOutcome};
+use crate::transfer::channel_io::ChannelReader;
+use crate::transfer::{self, UploadReport};
+use crate::wal::{identity, Lsn, SegmentName, TimelineId};
+
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    /// A name to find the backup by (Barman's `--name`).
+    pub name: Option<String>,
+    pub checkpoint: Checkpoint,
+    /// How long to wait for the backup's last WAL segment to be archived.
+    pub wal_timeout: Duration,
+}
+
+/// Where a backup is, for a progress bar or periodic log lines.
+pub trait Progress: Send + Sync {
+    /// The server's estimate of the bytes to send, once known.
+    fn total(&self, bytes: u64);
+    /// Bytes the server has sent so far.
+    fn advance(&self, done: u64);
+    /// A new phase ("waiting for WAL", ...).
+    fn phase(&self, what: &str);
+}
+
+/// Parses PostgreSQL's `SHOW wal_segment_size` (`16MB`, `1GB`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "kB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        "TB" => 1 << 40,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+async fn show(conn: &mut ReplicationConnection, setting: &str) -> Result<String> {
+    let rows = conn.simple_query(&format!("SHOW {setting}")).await?;
+    rows.into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten())
+        .ok_or_else(|| Error::Postgres(format!("SHOW {setting} returned nothing")))
+}
+
+/// Takes a backup of the server `params` reaches into `repo`.
+pub async fn take(
+    repo: &Repo,
+    params: &ConnectParams,
+    req: &BackupRequest,
+    progress: &dyn Progress,
+) -> Result<CatalogEntry> {
+    let clock = Instant::now();
+    let mut conn = ReplicationConnection::connect(params).await?;
+    let system = conn.identify_system().await?;
+    let seg_text = show(&mut conn, "wal_segment_size").await?;
+    let seg_size = parse_size(&seg_text)
+        .ok_or_else(|| Error::Postgres(format!("cannot read wal_segment_size '{seg_text}'")))?;
+    let archive_mode = show(&mut conn, "archive_mode").await?;
+    if archive_mode == "off" {
+        return Err(Error::Config(format!(
+            "archive_mode is off on {}: a backup is only usable with the WAL written while it \
+             runs, so set archive_mode = on and archive_command = 'pitr wal-push %p' (restart \
+             needed), then back up again",
+            params.describe()
+        )));
+    }
+    identity::ensure(
+        repo,
+        system.system_identifier,
+        seg_size,
+        &format!("the server at {}", params.describe()),
+    )
+    .await?;
+
+    let mut info = BackupInfo::new(BackupId::from_time(Local::now()), repo.layout.server_name());
+    info.backup_name = req.name.clone();
+    info.systemid = Some(system.system_identifier.to_string());
+    info.version = Some(conn.server_version_num());
+    info.xlog_segment_size = Some(seg_size);
+    info.pgdata = show(&mut conn, "data_directory").await.ok();
+    info.config_file = show(&mut conn, "config_file").await.ok();
+    info.hba_file = show(&mut conn, "hba_file").await.ok();
+    info.ident_file = show(&mut conn, "ident_file").await.ok();
+    info.begin_time = Some(Utc::now().fixed_offset());
+    // Two backups in the same second would share an id: never overwrite.
+    while catalog::write_info(repo, &info, true).await? == PutOutcome::AlreadyExists {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        info.backup_id = BackupId::from_time(Local::now());
+    }
+
+    let result = stream_backup(repo, &mut conn, &mut info, seg_size, req, progress).await;
+    let result = match result {
+        Ok(objects) => {
+            finish(
+                repo,
+                &mut info,
+                objects,
+                seg_size,
+                req,
+                progress,
+                system.system_identifier,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    info.end_time.get_or_insert(Utc::now().fixed_offset());
+    info.total_time = Some(clock.elapsed().as_secs_f64());
+    match result {
+        Ok(details) => {
+            info.status = BackupStatus::Done;
+            catalog::write_info(repo, &info, false).await?;
+            Ok(CatalogEntry {
+                info,
+                details: Some(details),
+            })
+        }
+        Err(e) => {
+            info.status = BackupStatus::Failed;
+            info.error = Some(e.to_string());
+            // Best effort: the original error matters more than this one.
+            let _ = catalog::write_info(repo, &info, false).await;
+            Err(e)
+        }
+    }
+}
+
+/// Runs BASE_BACKUP and stores every archive it sends.
+async fn stream_backup(
+    repo: &Repo,
+    conn: &mut ReplicationConnection,
+    info: &mut BackupInfo,
+    seg_size: u64,
+    req: &BackupRequest,
+    progress: &dyn Progress,
+) -> Result<Vec<StoredObject>> {
+    let id = info.backup_id.clone();
+    let suffix = repo.codec.compression.suffix();
+    let opts = BaseBackupOptions {
+        label: format!("pitr backup {id}"),
+        progress: true,
+        checkpoint: req.checkpoint,
+        manifest: true,
+        wait_for_wal_archive: false,
+        max_rate: None,
+    };
+    let mut stream = conn.base_backup(&opts).await?;
+    let mut objects = Vec::new();
+    let mut locations: Vec<(u32, String)> = Vec::new();
+    let mut event = stream.next().await?;
+    loop {
+        match event {
+            None => {
+                return Err(Error::Postgres(
+                    "the server ended the backup stream before it finished".into(),
+                ))
+            }
+            Some(BackupEvent::Started {
+                start_lsn,
+                timeline,
+            }) => {
+                set_begin(info, start_lsn, timeline, seg_size);
+                event = stream.next().await?;
+            }
+            Some(BackupEvent::Tablespaces(list)) => {
+                progress.total(list.iter().filter_map(|t| t.size_bytes).sum());
+                locations = list
+                    .iter()
+                    .filter_map(|t| Some((t.oid?, t.location.clone()?)))
+                    .collect();
+                event = stream.next().await?;
+            }
+            Some(BackupEvent::Archive { name, .. }) => {
+                let (kind, oid, key) = if name == "base.tar" {
+                    ("data", None, repo.layout.backup_data_key(&id, suffix))
+                } else {
+                    let oid = name
+                        .strip_suffix(".tar")
+                        .and_then(|o| o.parse::<u32>().ok())
+                        .ok_or_else(|| {
+                            Error::Postgres(format!(
+                                "unexpected archive '{name}' in the backup stream"
+                            ))
+                        })?;
+                    (
+                        "tablespace",
+                        Some(oid),
+                        repo.layout.backup_tablespace_key(&id, oid, suffix),
+                    )
+                };
+                let mut scanner = TarWalker::new(Capture::new(&["backup_label"]));
+                let (report, next) =
+                    store_stream(repo, &key, &mut stream, Some(&mut scanner), progress).await?;
+                if kind == "data" {
+                    info.backup_label = scanner.visitor.text("backup_label");
+                }
+                objects.push(stored(key, kind, oid, &report));
+                event = next;
+            }
+            Some(BackupEvent::ManifestStart) => {
+                let key = repo.layout.backup_manifest_key(&id, suffix);
+                let (report, next) = store_stream(repo, &key, &mut stream, None, progress).await?;
+                objects.push(stored(key, "manifest", None, &report));
+                event = next;
+            }
+            Some(BackupEvent::Progress(done)) => {
+                progress.advance(done);
+                event = stream.next().await?;
+            }
+            Some(BackupEvent::Finished { end_lsn, timeline }) => {
+                set_end(info, end_lsn, timeline, seg_size);
+                break;
+            }
+            Some(BackupEvent::Data(_) | BackupEvent::ManifestData(_)) => {
+                return Err(Error::Postgres(
+                    "the server sent backup data outside an archive".into(),
+                ))
+            }
+        }
+    }
+    info.tablespaces = locations
+        .into_iter()
+        .map(|(oid, location)| Tablespace {
+            name: oid.to_string(),
+            oid,
+            location,
+        })
+        .collect();
+    Ok(objects)
+}
+
+fn set_begin(info: &mut BackupInfo, lsn: Lsn, timeline: TimelineId, seg_size: u64) {
+    info.begin_xlog = Some(lsn);
+    info.timeline = Some(timeline.get());
+    info.begin_wal = Some(
+        SegmentName::from_number(timeline, lsn.segment_number(seg_size), seg_size).to_string(),
+    );
+    info.begin_offset = Some(lsn.segment_offset(seg_size));
+}
+
+fn set_end(info: &mut BackupInfo, lsn: Lsn, timeline: TimelineId, seg_size: u64) {
+    info.end_xlog = Some(lsn);
+    info.end_wal = Some(
+        SegmentName::from_number(timeline, lsn.segment_number(seg_size), seg_size).to_string(),
+    );
+    info.end_offset = Some(lsn.segment_offset(seg_size));
+    info.end_time = Some(Utc::now().fixed_offset());
+}
+
+fn stored(key: String, kind: &str, oid: Option<u32>, r: &UploadReport) -> StoredObject {
+    StoredObject {
+        key,
+        kind: kind.into(),
+        tablespace_oid: oid,
+        plain_size: r.plain_size,
+        stored_size: r.stored_size,
+        sha256: r.sha256.clone(),
+    }
+}
+
+/// Streams the data messages of one archive (or the manifest) into `key`,
+/// and returns the first event after them.
+async fn store_stream(
+    repo: &Repo,
+    key: &str,
+    stream: &mut BaseBackupStream<'_>,
+    mut scanner: Option<&mut TarWalker<Capture>>,
+    progress: &dyn Progress,
+) -> Result<(UploadReport, Option<BackupEvent>)> {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
+    let upload = transfer::upload(
+        repo.store.as_ref(),
+        key,
+        &repo.codec,
+        ChannelReader::new(rx),
+        PutOptions::default(),
+        key,
+    );
+    let pump = async move {
+        loop {
+            match stream.next().await {
+                Ok(Some(BackupEvent::Data(b) | BackupEvent::ManifestData(b))) => {
+                    if let Some(s) = scanner.as_deref_mut() {
+                        s.feed(&b);
+                    }
+                    if tx.send(Ok(b)).await.is_err() {
+                        return Err(Error::Store(format!("the upload of {key} stopped")));
+                    }
+                }
+                Ok(Some(BackupEvent::Progress(done))) => progress.advance(done),
+                Ok(other) => return Ok(other), // dropping tx ends the object
+                Err(e) => {
+                    // Make the upload fail rather than store a truncated object.
+                    let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let (uploaded, next) = tokio::join!(upload, pump);
+    let next = next?;
+    Ok((uploaded?, next))
+}
+
+/// After the stream: wait for the WAL, check the chain, write pitr.json.
+async fn finish(
+    repo: &Repo,
+    info: &mut BackupInfo,
+    objects: Vec<StoredObject>,
+    seg_size: u64,
+    req: &BackupRequest,
+    progress: &dyn Progress,
+    system_identifier: u64,
+) -> Result<BackupDetails> {
+    progress.phase("waiting for the backup's WAL to be archived");
+    let begin: SegmentName = parse_segment(info.begin_wal.as_deref())?;
+    let end: SegmentName = parse_segment(info.end_wal.as_deref())?;
+    wal_check::wait_for_segment(repo, &end, req.wal_timeout).await?;
+    wal_check::require_range(repo, &begin, &end, seg_size).await?;
+    info.size = Some(
+        objects
+            .iter()
+            .filter(|o| o.kind != "manifest")
+            .map(|o| o.stored_size)
+            .sum(),
+    );
+    let details = BackupDetails {
+        pitr_version: env!("CARGO_PKG_VERSION").to_string(),
+        system_identifier: system_identifier.to_string(),
+        compression: repo.codec.compression.name().to_string(),
+        encryption: repo.codec.encryption_name().map(str::to_string),
+        objects,
+        wal_verified: true,
+    };
+    catalog::write_details(repo, &info.backup_id, &details).await?;
+    Ok(details)
+}
+
+fn parse_segment(name: Option<&str>) -> Result<SegmentName> {
+    match name.map(str::parse::<crate::wal::WalFileName>) {
+        Some(Ok(crate::wal::WalFileName::Segment(s))) => Ok(s),
+        _ => Err(Error::Postgres(format!(
+            "the server reported no usable WAL position ({name:?})"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_show_sizes() {
+        assert_eq!(parse_size("16MB"), Some(16 << 20));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("8kB"), Some(8192));
+        assert_eq!(parse_size("x"), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! `pitr backup verify`: read a backup back from the store, decode it, and
+//! check every file against the backup manifest the server sent with it,
+//! naming any file that differs or is missing.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::catalog::{CatalogEntry, StoredObject};
+use super::tar_scan::{TarVisitor, TarWalker};
+use crate::codec::Compression;
+use crate::error::{Error, Result};
+use crate::repo::Repo;
+use crate::transfer;
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub files_checked: u64,
+    pub bytes: u64,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    #[serde(rename = "Files")]
+    files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestFile {
+    #[serde(rename = "Path")]
+    path: Option<String>,
+    #[serde(rename = "Encoded-Path")]
+    encoded_path: Option<String>,
+    #[serde(rename = "Size")]
+    size: u64,
+    #[serde(rename = "Checksum-Algorithm")]
+    algorithm: Option<String>,
+    #[serde(rename = "Checksum")]
+    checksum: Option<String>,
+}
+
+impl ManifestFile {
+    fn path(&self) -> String {
+        match (&self.path, &self.encoded_path) {
+            (Some(p), _) => p.clone(),
+            (None, Some(hex_path)) => hex::decode(hex_path)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_else(|_| hex_path.clone()),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// What one member of a tar hashed to.
+#[derive(Debug, Clone)]
+struct Seen {
+    size: u64,
+    sha256: String,
+}
+
+/// A `Write` sink that walks the decoded tar and hashes each file.
+struct TarDigest {
+    walker: TarWalker<Hasher>,
+    current: Arc<Mutex<Option<String>>>,
+}
+
+struct Hasher {
+    prefix: String,
+    name: Option<String>,
+    size: u64,
+    hash: Sha256,
+    seen: BTreeMap<String, Seen>,
+}
+
+impl TarVisitor for Hasher {
+    fn start(&mut self, name: &str, size: u64, regular: bool) {
+        self.name = regular.then(|| format!("{}{name}", self.prefix));
+        self.size = size;
+        self.hash = Sha256::new();
+    }
+    fn data(&mut self, bytes: &[u8]) {
+        self.hash.update(bytes);
+    }
+    fn end(&mut self) {
+        if let Some(name) = self.name.take() {
+            let sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
+            self.seen.insert(
+                name,
+                Seen {
+                    size: self.size,
+                    sha256,
+                },
+            );
+        }
+    }
+}
+
+impl Write for TarDigest {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.walker.feed(buf);
+        *self.current.lock().unwrap() = self.walker.current.clone();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn fetch_manifest(repo: &Repo, object: &StoredObject) -> Result<Manifest> {
+    let obj =
+        repo.store.get(&object.key).await?.ok_or_else(|| {
+            Error::NotFound(format!("the backup manifest {} is missing", object.key))
+        })?;
+    let (_, bytes) = transfer::download(
+        obj,
+        compression_of(&object.key)?,
+        repo.codec.key.clone(),
+        Vec::new(),
+    )
+    .await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Corrupt(format!("{} is not a backup manifest: {e}", object.key)))
+}
+
+fn compression_of(key: &str) -> Result<Compression> {
+    let suffix = if key.ends_with(".gz") { ".gz" } else { "" };
+    Compression::for_suffix(suffix, key)
+}
+
+/// Checks every file of `entry` against its manifest.
+pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
+    let id = &entry.info.backup_id;
+    let details = entry.details.as_ref().ok_or_else(|| {
+        Error::Config(format!(
+            "backup {id} was not taken by pitr (it has no pitr.json): there is no server \
+             manifest to verify it against"
+        ))
+    })?;
+    let manifest_obj = details
+        .objects
+        .iter()
+        .find(|o| o.kind == "manifest")
+        .ok_or_else(|| Error::Config(format!("backup {id} was taken without a backup manifest")))?;
+    let manifest = fetch_manifest(repo, manifest_obj).await?;
+
+    let mut report = VerifyReport::default();
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    for object in details.objects.iter().filter(|o| o.kind != "manifest") {
+        let prefix = match object.tablespace_oid {
+            Some(oid) => format!("pg_tblspc/{oid}/"),
+            None => String::new(),
+        };
+        let Some(obj) = repo.store.get(&object.key).await? else {
+            report
+                .problems
+                .push(format!("{} is missing from the store", object.key));
+            continue;
+        };
+        let current = Arc::new(Mutex::new(None));
+        let sink = TarDigest {
+            walker: TarWalker::new(Hasher {
+                prefix,
+                name: None,
+                size: 0,
+                hash: Sha256::new(),
+                seen: BTreeMap::new(),
+            }),
+            current: current.clone(),
+        };
+        match transfer::download(
+            obj,
+            compression_of(&object.key)?,
+            repo.codec.key.clone(),
+            sink,
+        )
+        .await
+        {
+            Ok((r, sink)) => {
+                if r.sha256 != object.sha256 {
+                    report.problems.push(format!(
+                        "{} decodes to SHA-256 {}, but {} was stored",
+                        object.key, r.sha256, object.sha256
+                    ));
+                }
+                seen.extend(sink.walker.visitor.seen);
+            }
+            Err(e @ (Error::Corrupt(_) | Error::WrongKey(_))) => {
+                let at = current.lock().unwrap().clone();
+                report.problems.push(match at {
+                    Some(file) => format!("{} is damaged inside file {file}: {e}", object.key),
+                    None => format!("{} is damaged: {e}", object.key),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    for file in &manifest.files {
+        let path = file.path();
+        let Some(got) = seen.remove(&path) else {
+            report.problems.push(format!(
+                "file {path} is in the manifest but not in the backup"
+            ));
+            continue;
+        };
+        report.files_checked += 1;
+        report.bytes += got.size;
+        if got.size != file.size {
+            report.problems.push(format!(
+                "file {path} is {} bytes, the manifest says {}",
+                got.size, file.size
+            ));
+        } else if file.algorithm.as_deref() == Some("SHA256")
+            && !file
+                .checksum
+                .as_deref()
+                .unwrap_or_default()
+                .eq_ignore_ascii_case(&got.sha256)
+        {
+            report.problems.push(format!(
+                "file {path} differs from the manifest (SHA-256 {}, expected {})",
+                got.sha256,
+                file.checksum.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    for path in seen.keys() {
+        report.problems.push(format!(
+            "file {path} is in the backup but not in the manifest"
+        ));
+    }
+    Ok(report)
+}

@@ -1,0 +1,241 @@
+//! `pitr backup` and its catalog commands: list, show, delete, verify.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use tracing::{error, info};
+
+use super::backup_output::{print_entry, print_list, Format};
+use super::exit;
+use super::progress::Reporter;
+use super::repo_args::RepoArgs;
+use pitr::backup::take::{take, BackupRequest};
+use pitr::backup::{catalog, verify, BackupId};
+use pitr::config::redact;
+use pitr::error::{Error, ErrorKind, Result};
+use pitr::pgwire::{Checkpoint, ConnectParams};
+use pitr::repo::Repo;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub action: Option<BackupAction>,
+
+    #[command(flatten)]
+    pub take: TakeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TakeArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// A name to find the backup by later (as Barman's --name)
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Checkpoint to start the backup with: fast (at once) or spread
+    #[arg(long, value_enum, default_value = "fast")]
+    pub checkpoint: CheckpointArg,
+
+    /// Seconds to wait for the backup's last WAL segment to be archived
+    #[arg(long, env = "PITR_WAL_TIMEOUT", default_value_t = 120)]
+    pub wal_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CheckpointArg {
+    Fast,
+    Spread,
+}
+
+/// How to reach the server, as PostgreSQL's own tools take it: a connection
+/// string, flags, then PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE.
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// Connection string ("host=... port=... user=..." or postgresql://...)
+    #[arg(short = 'd', long = "dbname", value_name = "CONNSTR")]
+    pub dbname: Option<String>,
+    /// Server host or Unix socket directory (default: PGHOST)
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Server port (default: PGPORT, 5432)
+    #[arg(short = 'p', long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// User name with the REPLICATION attribute (default: PGUSER)
+    #[arg(short = 'U', long, value_name = "USER")]
+    pub username: Option<String>,
+}
+
+impl ConnArgs {
+    pub fn to_params(&self) -> Result<ConnectParams> {
+        let mut params = ConnectParams::resolve(self.dbname.as_deref())?;
+        if let Some(h) = &self.host {
+            params.set_host(h);
+        }
+        if let Some(p) = self.port {
+            params.port = p;
+        }
+        if let Some(u) = &self.username {
+            params.user = u.clone();
+        }
+        Ok(params)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// List the backups in the repository
+    List(ListArgs),
+    /// Show one backup (an id, a name, latest or oldest)
+    Show(ShowArgs),
+    /// Delete one backup (its WAL stays)
+    Delete(ShowArgs),
+    /// Read a backup back and check every file against the server's manifest
+    Verify(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Backup id, name, `latest` or `oldest`
+    pub backup: String,
+}
+
+fn open(repo: &RepoArgs) -> Result<(Repo, Vec<String>)> {
+    let cfg = repo.to_config()?;
+    let secrets = cfg.secrets();
+    Ok((Repo::open(&cfg)?, secrets))
+}
+
+fn fail(what: &str, e: &Error, secrets: &[String]) -> u8 {
+    error!("{what}: {}", redact(&e.to_string(), secrets));
+    match e.kind() {
+        ErrorKind::Config => exit::USAGE,
+        ErrorKind::NotFound => exit::FAILED,
+        ErrorKind::Corrupt | ErrorKind::Conflict => exit::REFUSED,
+        _ => exit::FAILED,
+    }
+}
+
+pub async fn run(args: BackupArgs) -> u8 {
+    match args.action {
+        Some(action) => run_action(action).await,
+        None => run_take(args.take).await,
+    }
+}
+
+async fn run_take(args: TakeArgs) -> u8 {
+    let (repo, secrets) = match open(&args.repo) {
+        Ok(r) => r,
+        Err(e) => return fail("backup", &e, &[]),
+    };
+    let params = match args.conn.to_params() {
+        Ok(p) => p,
+        Err(e) => return fail("backup", &e, &secrets),
+    };
+    let req = BackupRequest {
+        name: args.name,
+        checkpoint: match args.checkpoint {
+            CheckpointArg::Fast => Checkpoint::Fast,
+            CheckpointArg::Spread => Checkpoint::Spread,
+        },
+        wal_timeout: Duration::from_secs(args.wal_timeout),
+    };
+    let progress = Reporter::new();
+    let result = take(&repo, &params, &req, &progress).await;
+    progress.finish();
+    match result {
+        Ok(entry) => {
+            let i = &entry.info;
+            info!(
+                "backup {} done: {} to {} on timeline {}, {} bytes stored",
+                i.backup_id,
+                i.begin_xlog.map(|l| l.to_string()).unwrap_or_default(),
+                i.end_xlog.map(|l| l.to_string()).unwrap_or_default(),
+                i.timeline.unwrap_or_default(),
+                i.size.unwrap_or_default()
+            );
+            println!("{}", i.backup_id);
+            exit::OK
+        }
+        Err(e) => fail("backup", &e, &secrets),
+    }
+}
+
+async fn run_action(action: BackupAction) -> u8 {
+    let (repo_args, what) = match &action {
+        BackupAction::List(a) => (&a.repo, "backup list"),
+        BackupAction::Show(a) => (&a.repo, "backup show"),
+        BackupAction::Delete(a) => (&a.repo, "backup delete"),
+        BackupAction::Verify(a) => (&a.repo, "backup verify"),
+    };
+    let (repo, secrets) = match open(repo_args) {
+        Ok(r) => r,
+        Err(e) => return fail(what, &e, &[]),
+    };
+    let result: Result<u8> = async {
+        match &action {
+            BackupAction::List(a) => {
+                print_list(&catalog::list(&repo).await?, a.format);
+                Ok(exit::OK)
+            }
+            BackupAction::Show(a) => {
+                print_entry(&catalog::resolve(&repo, &a.backup).await?, a.format);
+                Ok(exit::OK)
+            }
+            BackupAction::Delete(a) => {
+                let id = match catalog::resolve(&repo, &a.backup).await {
+                    Ok(e) => e.info.backup_id,
+                    // A delete cut short leaves no backup.info: allow the id.
+                    Err(_) => a.backup.parse::<BackupId>()?,
+                };
+                let keys = catalog::delete(&repo, &id).await?;
+                info!(
+                    "deleted backup {id} ({} objects; its WAL is kept)",
+                    keys.len()
+                );
+                Ok(exit::OK)
+            }
+            BackupAction::Verify(a) => {
+                let entry = catalog::resolve(&repo, &a.backup).await?;
+                let report = verify::verify(&repo, &entry).await?;
+                for p in &report.problems {
+                    error!("backup {}: {p}", entry.info.backup_id);
+                }
+                if report.problems.is_empty() {
+                    info!(
+                        "backup {} verified: {} files, {} bytes match the server's manifest",
+                        entry.info.backup_id, report.files_checked, report.bytes
+                    );
+                    println!("OK {} {} files", entry.info.backup_id, report.files_checked);
+                    Ok(exit::OK)
+                } else {
+                    println!(
+                        "FAILED {} {} problems",
+                        entry.info.backup_id,
+                        report.problems.len()
+                    );
+                    Ok(exit::REFUSED)
+                }
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e| fail(what, &e, &secrets))
+}
