@@ -127,18 +127,15 @@ async fn password_methods_over_tcp() {
     let dir = TestDir::new("pgw-auth");
     let mut pg = Pg::init(dir.join("data"));
     pg.conf("listen_addresses = '127.0.0.1'\npassword_encryption = 'md5'");
-    // Our lines go first: pg_hba.conf is read top-down, first match wins.
-    let hba = pg.data.join("pg_hba.conf");
-    let old = std::fs::read_to_string(&hba).unwrap();
+    // Only these lines: TCP connections must authenticate (initdb's trust
+    // lines for 127.0.0.1 are gone); the Unix socket stays trusted for psql.
     std::fs::write(
-        &hba,
-        format!(
-            "host replication md5user 127.0.0.1/32 md5\n\
-             host replication scramuser 127.0.0.1/32 scram-sha-256\n\
-             host replication clearuser 127.0.0.1/32 password\n\
-             host replication norepl 127.0.0.1/32 scram-sha-256\n\
-             {old}"
-        ),
+        pg.data.join("pg_hba.conf"),
+        "local all all trust\n\
+         host replication md5user 127.0.0.1/32 md5\n\
+         host replication scramuser 127.0.0.1/32 scram-sha-256\n\
+         host replication clearuser 127.0.0.1/32 password\n\
+         host replication norepl 127.0.0.1/32 scram-sha-256\n",
     )
     .unwrap();
     pg.start(&[]);

@@ -14,7 +14,7 @@ use super::pyrepr::{self, PyValue};
 use crate::error::Error;
 use crate::wal::Lsn;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackupStatus {
     Started,
     Done,
@@ -42,6 +42,12 @@ impl BackupStatus {
             "WAITING_FOR_WALS" => BackupStatus::WaitingForWals,
             other => BackupStatus::Other(other.to_string()),
         }
+    }
+}
+
+impl Serialize for BackupStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -34,6 +34,8 @@ pub struct BackupRequest {
     pub checkpoint: Checkpoint,
     /// How long to wait for the backup's last WAL segment to be archived.
     pub wal_timeout: Duration,
+    /// Server-side rate limit in kB/s (BASE_BACKUP's MAX_RATE).
+    pub max_rate: Option<u32>,
 }
 
 /// Where a backup is, for a progress bar or periodic log lines.
@@ -171,7 +173,7 @@ async fn stream_backup(
         checkpoint: req.checkpoint,
         manifest: true,
         wait_for_wal_archive: false,
-        max_rate: None,
+        max_rate: req.max_rate,
     };
     let mut stream = conn.base_backup(&opts).await?;
     let mut objects = Vec::new();
@@ -309,11 +311,14 @@ async fn store_stream(
         loop {
             match stream.next().await {
                 Ok(Some(BackupEvent::Data(b) | BackupEvent::ManifestData(b))) => {
-                    if let Some(s) = scanner.as_deref_mut() {
-                        s.feed(&b);
-                    }
-                    if tx.send(Ok(b)).await.is_err() {
-                        return Err(Error::Store(format!("the upload of {key} stopped")));
+                    let pieces = match scanner.as_deref_mut() {
+                        Some(s) => s.filter(&b),
+                        None => vec![b],
+                    };
+                    for piece in pieces {
+                        if tx.send(Ok(piece)).await.is_err() {
+                            return Err(Error::Store(format!("the upload of {key} stopped")));
+                        }
                     }
                 }
                 Ok(Some(BackupEvent::Progress(done))) => progress.advance(done),

@@ -5,10 +5,17 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+
 const BLOCK: usize = 512;
 
 /// What a walk reports. Names have any leading `./` removed.
 pub trait TarVisitor {
+    /// Whether a member stays in the output of [`TarWalker::filter`]. Only
+    /// members without data (directories, links) can be dropped.
+    fn keep(&self, _name: &str, _kind: u8) -> bool {
+        true
+    }
     fn start(&mut self, name: &str, size: u64, regular_file: bool);
     fn data(&mut self, bytes: &[u8]);
     fn end(&mut self);
@@ -64,28 +71,57 @@ impl<V: TarVisitor> TarWalker<V> {
         }
     }
 
-    pub fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
+    /// Watches `data` go by.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.walk(data, &mut |_| {}, &mut |_, _| {});
+    }
+
+    /// Watches `data` go by and returns it less the members the visitor
+    /// does not keep: pieces of the input (no copy) and kept headers.
+    pub fn filter(&mut self, data: &Bytes) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let cell = std::cell::RefCell::new(&mut out);
+        self.walk(
+            data,
+            &mut |header| cell.borrow_mut().push(Bytes::copy_from_slice(header)),
+            &mut |start, end| cell.borrow_mut().push(data.slice(start..end)),
+        );
+        out
+    }
+
+    /// The state machine: `header` gets each kept header once it is whole,
+    /// `body` the offsets in `data` of everything else that passes.
+    fn walk(&mut self, data: &[u8], header: &mut dyn FnMut(&[u8]), body: &mut dyn FnMut(usize, usize)) {
+        let mut pos = 0;
+        while pos < data.len() {
             match &mut self.state {
-                State::Done => return,
+                State::Done => {
+                    body(pos, data.len());
+                    return;
+                }
                 State::Header => {
-                    let take = (BLOCK - self.header.len()).min(data.len());
-                    self.header.extend_from_slice(&data[..take]);
-                    data = &data[take..];
+                    let take = (BLOCK - self.header.len()).min(data.len() - pos);
+                    self.header.extend_from_slice(&data[pos..pos + take]);
+                    pos += take;
                     if self.header.len() == BLOCK {
-                        self.state = self.parse_header();
+                        let (next, keep) = self.parse_header();
+                        if keep {
+                            header(&self.header);
+                        }
+                        self.state = next;
                         self.header.clear();
                     }
                 }
                 State::Data { remaining, padded } => {
-                    let take = (*padded).min(data.len() as u64) as usize;
+                    let take = (*padded).min((data.len() - pos) as u64) as usize;
                     let content = take.min(*remaining as usize);
                     if content > 0 {
-                        self.visitor.data(&data[..content]);
+                        self.visitor.data(&data[pos..pos + content]);
                     }
+                    body(pos, pos + take);
                     *remaining -= content as u64;
                     *padded -= take as u64;
-                    data = &data[take..];
+                    pos += take;
                     if *padded == 0 {
                         self.visitor.end();
                         self.current = None;
@@ -96,13 +132,15 @@ impl<V: TarVisitor> TarWalker<V> {
         }
     }
 
-    fn parse_header(&mut self) -> State {
+    /// Reads the header just collected: the next state, and whether the
+    /// header stays in filtered output.
+    fn parse_header(&mut self) -> (State, bool) {
         let h = &self.header;
         if h.iter().all(|b| *b == 0) {
-            return State::Header; // end-of-archive blocks
+            return (State::Header, true); // end-of-archive blocks
         }
         let Some(size) = octal(&h[124..136]) else {
-            return State::Done;
+            return (State::Done, true);
         };
         let mut name = cstr(&h[0..100]);
         if &h[257..262] == b"ustar" {
@@ -116,17 +154,15 @@ impl<V: TarVisitor> TarWalker<V> {
         // Only regular files carry data in PostgreSQL's tars.
         let regular = kind == b'0' || kind == 0;
         let size = if regular { size } else { 0 };
+        let keep = size > 0 || self.visitor.keep(&name, kind);
         self.visitor.start(&name, size, regular);
         let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
         if padded == 0 {
             self.visitor.end();
-            return State::Header;
+            return (State::Header, keep);
         }
         self.current = Some(name);
-        State::Data {
-            remaining: size,
-            padded,
-        }
+        (State::Data { remaining: size, padded }, keep)
     }
 }
 
@@ -157,6 +193,14 @@ impl Capture {
 }
 
 impl TarVisitor for Capture {
+    /// Drops the `pg_tblspc/<oid>` symbolic links: restores create them from
+    /// backup.info's tablespace list (where they can be relocated), as
+    /// Barman's own backups expect; a link already in the tar would make
+    /// barman-cloud-restore fail and would point at the original location.
+    fn keep(&self, name: &str, kind: u8) -> bool {
+        !(kind == b'2' && name.starts_with("pg_tblspc/"))
+    }
+
     fn start(&mut self, name: &str, size: u64, regular: bool) {
         self.capturing = (regular && size <= MAX_CAPTURE && self.wanted.iter().any(|w| w == name))
             .then(|| {
@@ -207,6 +251,29 @@ pub(crate) mod tests {
         tar.extend(member("backup_label", b"START WAL LOCATION: 0/2000028\n"));
         tar.extend(vec![0u8; 1024]);
         tar
+    }
+
+    #[test]
+    fn filter_drops_tablespace_links_and_keeps_the_rest() {
+        let mut link = header("pg_tblspc/16384", 0, b'2');
+        link[157..167].copy_from_slice(b"/srv/tblsp");
+        let mut tar = member("PG_VERSION", b"15\n");
+        tar.extend(link);
+        tar.extend(member("base/1/1", &[1u8; 700]));
+        tar.extend(vec![0u8; 1024]);
+        let mut expected = member("PG_VERSION", b"15\n");
+        expected.extend(member("base/1/1", &[1u8; 700]));
+        expected.extend(vec![0u8; 1024]);
+        for chunk in [1usize, 100, 512, 513, 10_000] {
+            let mut w = TarWalker::new(Capture::new(&[]));
+            let mut out = Vec::new();
+            for piece in tar.chunks(chunk) {
+                for b in w.filter(&Bytes::copy_from_slice(piece)) {
+                    out.extend_from_slice(&b);
+                }
+            }
+            assert_eq!(out, expected, "chunk {chunk}");
+        }
     }
 
     #[test]

@@ -73,7 +73,8 @@ struct Hasher {
     name: Option<String>,
     size: u64,
     hash: Sha256,
-    seen: BTreeMap<String, Seen>,
+    /// Shared so that what was read before a decoding error still counts.
+    seen: Arc<Mutex<BTreeMap<String, Seen>>>,
 }
 
 impl TarVisitor for Hasher {
@@ -88,7 +89,7 @@ impl TarVisitor for Hasher {
     fn end(&mut self) {
         if let Some(name) = self.name.take() {
             let sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
-            self.seen.insert(
+            self.seen.lock().unwrap().insert(
                 name,
                 Seen {
                     size: self.size,
@@ -161,32 +162,33 @@ pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
             continue;
         };
         let current = Arc::new(Mutex::new(None));
+        let hashed = Arc::new(Mutex::new(BTreeMap::new()));
         let sink = TarDigest {
             walker: TarWalker::new(Hasher {
                 prefix,
                 name: None,
                 size: 0,
                 hash: Sha256::new(),
-                seen: BTreeMap::new(),
+                seen: hashed.clone(),
             }),
             current: current.clone(),
         };
-        match transfer::download(
+        let outcome = transfer::download(
             obj,
             compression_of(&object.key)?,
             repo.codec.key.clone(),
             sink,
         )
-        .await
-        {
-            Ok((r, sink)) => {
+        .await;
+        seen.append(&mut hashed.lock().unwrap());
+        match outcome {
+            Ok((r, _)) => {
                 if r.sha256 != object.sha256 {
                     report.problems.push(format!(
                         "{} decodes to SHA-256 {}, but {} was stored",
                         object.key, r.sha256, object.sha256
                     ));
                 }
-                seen.extend(sink.walker.visitor.seen);
             }
             Err(e @ (Error::Corrupt(_) | Error::WrongKey(_))) => {
                 let at = current.lock().unwrap().clone();

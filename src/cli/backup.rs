@@ -45,6 +45,10 @@ pub struct TakeArgs {
     /// Seconds to wait for the backup's last WAL segment to be archived
     #[arg(long, env = "PITR_WAL_TIMEOUT", default_value_t = 120)]
     pub wal_timeout: u64,
+
+    /// Limit the server's send rate, in kB/s (32-1048576), as pg_basebackup -r
+    #[arg(long, value_name = "KBPS", value_parser = clap::value_parser!(u32).range(32..=1_048_576))]
+    pub max_rate: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -156,6 +160,7 @@ async fn run_take(args: TakeArgs) -> u8 {
             CheckpointArg::Spread => Checkpoint::Spread,
         },
         wal_timeout: Duration::from_secs(args.wal_timeout),
+        max_rate: args.max_rate,
     };
     let progress = Reporter::new();
     let result = take(&repo, &params, &req, &progress).await;

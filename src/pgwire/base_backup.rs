@@ -15,8 +15,10 @@
 //!      (location empty for the main data directory). Tablespace archives
 //!      (`<oid>.tar`) come first, `base.tar` last.
 //!    - `d` archive data: a piece of the tar stream (32 KiB at most on 15).
-//!    - `p` progress: int8, bytes of the current archive sent so far (with
-//!      PROGRESS).
+//!      Each archive is a complete tar, ending with two zero blocks.
+//!    - `p` progress: int8, archive bytes sent so far, counted over all
+//!      archives (with PROGRESS). Sent now and then during an archive and
+//!      always at its end, so the last one is the total.
 //!    - `m` manifest start: the `d` messages that follow are the
 //!      backup_manifest (JSON), after the last archive.
 //!
@@ -153,7 +155,8 @@ pub enum BackupEvent {
     },
     /// A piece of the current archive.
     Data(Bytes),
-    /// Bytes of the current archive sent so far.
+    /// Archive bytes sent so far, counted over all archives (the server
+    /// reports it now and then, and at the end of each archive).
     Progress(u64),
     ManifestStart,
     /// A piece of the backup_manifest.
@@ -314,6 +317,7 @@ impl BaseBackupStream<'_> {
         let Some(&kind) = data.first() else {
             return Err(self.bad("an empty CopyData message"));
         };
+        tracing::trace!("CopyData '{}' of {} bytes", kind as char, data.len());
         match kind {
             b'n' => {
                 let mut fields = data[1..].split(|b| *b == 0);
