@@ -27,7 +27,10 @@ fn primary(dir: &TestDir, env: &[(String, String)]) -> Pg {
     if running_as_root() {
         chown_postgres(&ts);
     }
-    pg.sql(&format!("create tablespace ts1 location '{}'", ts.display()));
+    pg.sql(&format!(
+        "create tablespace ts1 location '{}'",
+        ts.display()
+    ));
     pg.sql("create table in_ts (id int primary key, v text) tablespace ts1");
     pg.sql("insert into in_ts select g, md5(g::text) from generate_series(1, 20000) g");
     pg.pgbench(&["-i", "-s", "2", "-q"]);
@@ -60,7 +63,9 @@ fn recover(data: &Path, restore_command: &str, env: &[(String, String)]) -> Pg {
         chown_postgres(data);
     }
     let mut pg = Pg::existing(data.to_path_buf());
-    pg.conf(&format!("archive_mode = off\nrestore_command = '{restore_command}'\n"));
+    pg.conf(&format!(
+        "archive_mode = off\nrestore_command = '{restore_command}'\n"
+    ));
     std::fs::write(data.join("recovery.signal"), "").unwrap();
     if running_as_root() {
         chown_postgres(data);
@@ -74,7 +79,13 @@ fn extract(archive: &[u8], dest: &Path, gzip: bool) {
     std::fs::create_dir_all(dest).unwrap();
     let file = dest.with_extension("tar-in");
     std::fs::write(&file, archive).unwrap();
-    run_ok(Command::new("tar").arg(if gzip { "-xzf" } else { "-xf" }).arg(&file).arg("-C").arg(dest));
+    run_ok(
+        Command::new("tar")
+            .arg(if gzip { "-xzf" } else { "-xf" })
+            .arg(&file)
+            .arg("-C")
+            .arg(dest),
+    );
     std::fs::remove_file(&file).unwrap();
     run_ok(Command::new("chmod").arg("700").arg(dest));
 }
@@ -104,7 +115,10 @@ fn backup_verifies_and_restores_by_hand() {
     assert_eq!(b["backup_name"], "nightly");
     assert_eq!(b["tablespaces"][0]["name"], "ts1");
     let oid = b["tablespaces"][0]["oid"].as_u64().unwrap();
-    assert!(b["backup_label"].as_str().unwrap().contains("START WAL LOCATION"));
+    assert!(b["backup_label"]
+        .as_str()
+        .unwrap()
+        .contains("START WAL LOCATION"));
 
     let v = pitr_cmd(&env, &["backup", "verify", &id]);
     assert_eq!(v.code, 0, "{v:?}");
@@ -120,9 +134,17 @@ fn backup_verifies_and_restores_by_hand() {
     // Restore by hand: the tars from the bucket, the tablespace where we
     // want it, WAL through pitr.
     let data = dir.join("restored");
-    extract(&rgw.get(&bucket, &format!("pg/main/base/{id}/data.tar.gz")), &data, true);
+    extract(
+        &rgw.get(&bucket, &format!("pg/main/base/{id}/data.tar.gz")),
+        &data,
+        true,
+    );
     let ts_new = dir.join("ts1-restored");
-    extract(&rgw.get(&bucket, &format!("pg/main/base/{id}/{oid}.tar.gz")), &ts_new, true);
+    extract(
+        &rgw.get(&bucket, &format!("pg/main/base/{id}/{oid}.tar.gz")),
+        &ts_new,
+        true,
+    );
     assert!(
         std::fs::symlink_metadata(data.join(format!("pg_tblspc/{oid}"))).is_err(),
         "the data tar must not carry the tablespace link"
@@ -131,7 +153,11 @@ fn backup_verifies_and_restores_by_hand() {
     if running_as_root() {
         chown_postgres(&ts_new);
     }
-    let restored = recover(&data, &format!("{} wal-fetch %f %p", pitr_bin().display()), &env);
+    let restored = recover(
+        &data,
+        &format!("{} wal-fetch %f %p", pitr_bin().display()),
+        &env,
+    );
     assert_eq!(state(&restored), expected);
 }
 
@@ -161,7 +187,12 @@ fn verify_names_a_damaged_file() {
     let v = pitr_cmd(&env, &["backup", "verify", &id]);
     assert_eq!(v.code, 3, "{v:?}");
     assert!(v.stdout.starts_with("FAILED"), "{v:?}");
-    assert!(v.stderr.contains("file PG_VERSION differs from the manifest"), "{}", v.stderr);
+    assert!(
+        v.stderr
+            .contains("file PG_VERSION differs from the manifest"),
+        "{}",
+        v.stderr
+    );
 
     // A damaged gzip object is reported too (default compression).
     env.retain(|(k, _)| k != "PITR_COMPRESSION");
@@ -194,9 +225,14 @@ fn barman_lists_and_restores_a_pitr_backup_and_pitr_lists_barmans() {
     let expected = state(&pg);
 
     let url = format!("s3://{bucket}/pg");
-    let listed = run(rgw
-        .barman("barman-cloud-backup-list")
-        .args(["--endpoint-url", &rgw.endpoint, "--format", "json", &url, "main"]));
+    let listed = run(rgw.barman("barman-cloud-backup-list").args([
+        "--endpoint-url",
+        &rgw.endpoint,
+        "--format",
+        "json",
+        &url,
+        "main",
+    ]));
     assert_eq!(listed.code, 0, "{listed:?}");
     let list = json(&listed.stdout);
     let found = list["backups_list"]
@@ -283,7 +319,10 @@ fn a_backup_killed_midway_is_never_usable() {
         if keys.iter().any(|k| k.ends_with("backup.info")) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "backup never started: {keys:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "backup never started: {keys:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
@@ -296,7 +335,15 @@ fn a_backup_killed_midway_is_never_usable() {
     assert_eq!(b["usable"], false);
     let latest = pitr_cmd(&env, &["backup", "show", "latest"]);
     assert_eq!(latest.code, 1, "no usable backup: {latest:?}");
-    assert!(latest.stderr.contains("no backup 'latest'"), "{}", latest.stderr);
+    assert!(
+        latest.stderr.contains("no backup 'latest'"),
+        "{}",
+        latest.stderr
+    );
     let text = pitr_cmd(&env, &["backup", "list"]);
-    assert!(text.stdout.contains("STARTED") && text.stdout.contains(" no "), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("STARTED") && text.stdout.contains(" no "),
+        "{}",
+        text.stdout
+    );
 }

@@ -761,6 +761,12 @@ async fn bench_base_backup_vs_pg_basebackup() {
         );
         ratios.push(o / t);
     }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
+    println!("test process peak RSS ({peak}), streaming ours 3 times");
     ratios.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!("median ratio pitr / pg_basebackup: {:.2}", ratios[1]);
 }

@@ -161,6 +161,23 @@ fn fetch_exit_codes_follow_the_contract() {
     assert!(r.stderr.contains("not in standby mode"), "{}", r.stderr);
     assert_nothing_written(&dest);
 
+    // Segment 2 is missing but segment 3 is archived: a gap, not the end of
+    // the archive. Ending recovery there would lose segment 3 onwards.
+    let r = fetch(&env, "000000010000000000000002", &dest, &[]);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(r.stderr.contains("the archive has a gap"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(damaged),
+        "names the later segment: {}",
+        r.stderr
+    );
+    assert_nothing_written(&dest);
+    let r = fetch(&env, "000000010000000000000002", &dest, &["--standby"]);
+    assert_eq!(r.code, 1, "standby mode keeps streaming: {r:?}");
+    // A later segment on another timeline is no gap.
+    let r = fetch(&env, "000000020000000000000002", &dest, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+
     // The same failure in standby mode (standby.signal in the data
     // directory, or the flag): 1, so PostgreSQL falls back to streaming.
     let pgdata = dir.join("standby-data");

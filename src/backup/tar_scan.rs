@@ -91,7 +91,12 @@ impl<V: TarVisitor> TarWalker<V> {
 
     /// The state machine: `header` gets each kept header once it is whole,
     /// `body` the offsets in `data` of everything else that passes.
-    fn walk(&mut self, data: &[u8], header: &mut dyn FnMut(&[u8]), body: &mut dyn FnMut(usize, usize)) {
+    fn walk(
+        &mut self,
+        data: &[u8],
+        header: &mut dyn FnMut(&[u8]),
+        body: &mut dyn FnMut(usize, usize),
+    ) {
         let mut pos = 0;
         while pos < data.len() {
             match &mut self.state {
@@ -162,7 +167,13 @@ impl<V: TarVisitor> TarWalker<V> {
             return (State::Header, keep);
         }
         self.current = Some(name);
-        (State::Data { remaining: size, padded }, keep)
+        (
+            State::Data {
+                remaining: size,
+                padded,
+            },
+            keep,
+        )
     }
 }
 

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::codec::compression::KNOWN_SUFFIXES;
 use crate::error::{Error, Result};
 use crate::repo::Repo;
 use crate::wal::{locate, SegmentName, WalFileName};
@@ -80,13 +79,8 @@ pub async fn require_range(
     }
 }
 
-/// The segment a key under a hash directory holds, if it is a whole
-/// segment (not a `.partial` or `.backup` file) under a Barman suffix.
 fn segment_of_key(file: &str) -> Option<String> {
-    KNOWN_SUFFIXES.iter().find_map(|suffix| {
-        let base = file.strip_suffix(suffix)?;
-        matches!(base.parse::<WalFileName>(), Ok(WalFileName::Segment(_))).then(|| base.to_string())
-    })
+    locate::segment_of_file(file).map(|s| s.to_string())
 }
 
 #[cfg(test)]

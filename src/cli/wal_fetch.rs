@@ -18,7 +18,7 @@ use pitr::config::redact;
 use pitr::error::{Error, ErrorKind};
 use pitr::repo::Repo;
 use pitr::wal::fetch::fetch;
-use pitr::wal::WalFileName;
+use pitr::wal::{locate, WalFileName};
 
 #[derive(Debug, Args)]
 pub struct WalFetchArgs {
@@ -81,6 +81,51 @@ pub fn failure_exit(what: &str, message: &str, standby: Option<String>) -> u8 {
     }
 }
 
+/// "Not in the archive": the end of archived WAL (exit 1), unless a later
+/// segment of the same timeline is archived, which makes it a gap: ending
+/// recovery there would promote without the WAL after it.
+async fn not_found(
+    repo: &Repo,
+    name: &WalFileName,
+    what: &str,
+    e: &Error,
+    standby: Option<String>,
+    secrets: &[String],
+) -> u8 {
+    let WalFileName::Segment(segment) = name else {
+        debug!("{what}: {e}: exiting 1 (normal for timelines that do not exist)");
+        return exit::FAILED;
+    };
+    if standby.is_some() {
+        debug!("{what}: {e}: exiting 1 (standby mode: PostgreSQL goes on streaming)");
+        return exit::FAILED;
+    }
+    match locate::later_on_same_timeline(repo, segment).await {
+        Ok(Some(later)) => failure_exit(
+            what,
+            &format!(
+                "{name} is missing from the archive, but the later segment {later} of the same \
+                 timeline is there: the archive has a gap, and ending recovery here would lose \
+                 everything after it. Put the missing segment back (from pg_wal of the old \
+                 server, or another copy), or recover to a target before it"
+            ),
+            standby,
+        ),
+        Ok(None) => {
+            info!("{what}: not in the archive: exiting 1 (the end of the archived WAL)");
+            exit::FAILED
+        }
+        Err(check) => failure_exit(
+            what,
+            &format!(
+                "{name} is not in the archive, and checking for later segments failed: {}",
+                redact(&check.to_string(), secrets)
+            ),
+            standby,
+        ),
+    }
+}
+
 pub async fn run(args: WalFetchArgs) -> u8 {
     let standby = standby_reason(args.standby, args.pgdata.as_deref());
     let what = format!("wal-fetch {}", args.name);
@@ -117,10 +162,14 @@ pub async fn run(args: WalFetchArgs) -> u8 {
                 return exit::OK;
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                debug!("{what}: {e}: exiting 1 (normal at the end of archived WAL and for timelines that do not exist)");
-                return exit::FAILED;
+                return not_found(&repo, &name, &what, &e, standby, &secrets).await
             }
-            Err(e) if e.kind() == ErrorKind::Config || attempt > args.retries => break e,
+            Err(e)
+                if matches!(e.kind(), ErrorKind::Config | ErrorKind::WrongKey)
+                    || attempt > args.retries =>
+            {
+                break e
+            }
             Err(e) => {
                 warn!(
                     "{what}: attempt {attempt} of {} failed: {}; retrying in {:.1}s",

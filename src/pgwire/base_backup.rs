@@ -296,19 +296,14 @@ impl BaseBackupStream<'_> {
     /// The next event of the COPY stream.
     async fn copy_event(&mut self) -> Result<Option<BackupEvent>> {
         const DOING: &str = "streaming BASE_BACKUP";
-        loop {
-            match self.conn.recv(DOING).await? {
-                Message::CopyData(body) => {
-                    let data = body.into_bytes();
-                    return self.copy_message(data).map(Some);
-                }
-                Message::CopyDone => {
-                    self.state = State::EndResult;
-                    return Box::pin(self.step()).await;
-                }
-                Message::ErrorResponse(body) => return Err(self.failed(DOING, &body).await),
-                other => return Err(self.conn.protocol_error(DOING, &other)),
+        match self.conn.recv(DOING).await? {
+            Message::CopyData(body) => self.copy_message(body.into_bytes()).map(Some),
+            Message::CopyDone => {
+                self.state = State::EndResult;
+                Box::pin(self.step()).await
             }
+            Message::ErrorResponse(body) => Err(self.failed(DOING, &body).await),
+            other => Err(self.conn.protocol_error(DOING, &other)),
         }
     }
 

@@ -1,10 +1,11 @@
 //! Finding a WAL file in the archive whatever compression it was stored
 //! with (Barman may have written `.gz`, `.bz2`, ... or nothing).
 
+use crate::codec::compression::KNOWN_SUFFIXES;
 use crate::error::Result;
 use crate::repo::Repo;
 use crate::store::{Object, ObjectInfo};
-use crate::wal::WalFileName;
+use crate::wal::{SegmentName, WalFileName};
 
 /// Every stored object for `name` (normally one), by key.
 pub async fn stored_copies(repo: &Repo, name: &WalFileName) -> Result<Vec<ObjectInfo>> {
@@ -29,4 +30,39 @@ pub async fn open(repo: &Repo, name: &WalFileName) -> Result<Option<Object>> {
         }
     }
     Ok(None)
+}
+
+/// A later segment on the same timeline than `segment`, if the archive has
+/// one: then a missing `segment` is a gap in the archive, not its end.
+/// Looks in the segment's hash directory and the next one.
+pub async fn later_on_same_timeline(
+    repo: &Repo,
+    segment: &SegmentName,
+) -> Result<Option<SegmentName>> {
+    let wals = repo.layout.wals_prefix();
+    let mut dirs = vec![segment.hash_dir()];
+    if let Some(next_log) = segment.log.checked_add(1) {
+        dirs.push(format!("{}{next_log:08X}", segment.timeline));
+    }
+    for dir in dirs {
+        let prefix = format!("{wals}{dir}/");
+        for o in repo.store.list(&prefix).await? {
+            let found = o.key.strip_prefix(&prefix).and_then(segment_of_file);
+            if let Some(s) = found.filter(|s| s.timeline == segment.timeline && s > segment) {
+                return Ok(Some(s));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The segment a file in a hash directory holds, if it is a whole segment
+/// (not a `.partial` or `.backup` file) under one of Barman's suffixes.
+pub fn segment_of_file(file: &str) -> Option<SegmentName> {
+    KNOWN_SUFFIXES
+        .iter()
+        .find_map(|suffix| match file.strip_suffix(suffix)?.parse() {
+            Ok(WalFileName::Segment(s)) => Some(s),
+            _ => None,
+        })
 }
