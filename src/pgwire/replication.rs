@@ -302,4 +302,21 @@ mod tests {
         assert_eq!(parse_server_version("10.5"), Some(100005));
         assert_eq!(parse_server_version("devel"), None);
     }
+
+    /// The connection and its futures can move between tokio worker threads.
+    #[allow(dead_code)]
+    fn futures_are_send(conn: &mut ReplicationConnection, params: &ConnectParams) {
+        fn send<T: Send>(_: &T) {}
+        send(&ReplicationConnection::connect(params));
+        send(&conn.identify_system());
+        let opts = crate::pgwire::BaseBackupOptions::new("x");
+        send(&conn.base_backup(&opts));
+    }
+
+    #[allow(dead_code)]
+    async fn stream_next_is_send(stream: &mut crate::pgwire::BaseBackupStream<'_>) {
+        fn send<T: Send>(_: &T) {}
+        send(&stream.next());
+        send(&stream);
+    }
 }
