@@ -4,12 +4,14 @@
 //! or FAILED), and DONE only once the WAL from the backup's start to its end
 //! is in the archive.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{Local, Utc};
 use tokio::sync::mpsc;
+use tracing::warn;
 
 use super::catalog::{self, BackupDetails, CatalogEntry, StoredObject};
 use super::id::BackupId;
@@ -119,7 +121,13 @@ pub async fn take(
         info.backup_id = BackupId::from_time(Local::now());
     }
 
+    let names = tablespace_names(params).await;
     let result = stream_backup(repo, &mut conn, &mut info, seg_size, req, progress).await;
+    for t in &mut info.tablespaces {
+        if let Some(name) = names.get(&t.oid) {
+            t.name = name.clone();
+        }
+    }
     let result = match result {
         Ok(objects) => {
             finish(
@@ -258,6 +266,30 @@ async fn stream_backup(
         })
         .collect();
     Ok(objects)
+}
+
+/// Tablespace names by oid, from an ordinary session (a replication
+/// session cannot run SQL). Barman restores relocate tablespaces by name;
+/// without access the oid stands in for the name, with a warning.
+async fn tablespace_names(params: &ConnectParams) -> BTreeMap<u32, String> {
+    let query = async {
+        let mut c = ReplicationConnection::connect_sql(params).await?;
+        let rows = c
+            .simple_query("SELECT oid, spcname FROM pg_catalog.pg_tablespace")
+            .await?;
+        let _ = c.close().await;
+        Ok::<_, Error>(rows)
+    };
+    match query.await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|r| Some((r.first()?.as_ref()?.parse().ok()?, r.get(1)?.clone()?)))
+            .collect(),
+        Err(e) => {
+            warn!("cannot read tablespace names ({e}): backup.info names tablespaces by oid");
+            BTreeMap::new()
+        }
+    }
 }
 
 fn set_begin(info: &mut BackupInfo, lsn: Lsn, timeline: TimelineId, seg_size: u64) {

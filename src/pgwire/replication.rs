@@ -41,12 +41,25 @@ pub struct IdentifySystem {
 impl ReplicationConnection {
     /// Connects and authenticates, within `params.connect_timeout`.
     pub async fn connect(params: &ConnectParams) -> Result<ReplicationConnection> {
+        // Physical replication: pg_hba.conf matches the `replication`
+        // keyword (replication=database would match the database name).
+        Self::open(params, &[("replication", "true")]).await
+    }
+
+    /// An ordinary (non-replication) session over the same client, for the
+    /// few catalog queries a backup needs (tablespace names). Connects to
+    /// `params.dbname`, or `postgres` when none is given.
+    pub async fn connect_sql(params: &ConnectParams) -> Result<ReplicationConnection> {
+        let mut params = params.clone();
+        params.dbname.get_or_insert_with(|| "postgres".to_string());
+        Self::open(&params, &[]).await
+    }
+
+    async fn open(params: &ConnectParams, extra: &[(&str, &str)]) -> Result<ReplicationConnection> {
         let open = async {
             let stream = Stream::connect(params).await?;
             let mut framed = Framed::new(stream, params.describe());
-            // Physical replication: pg_hba.conf matches the `replication`
-            // keyword (replication=database would match the database name).
-            auth::startup(&mut framed, params, &[("replication", "true")]).await?;
+            auth::startup(&mut framed, params, extra).await?;
             Ok::<_, Error>(framed)
         };
         let framed = if params.connect_timeout.is_zero() {
