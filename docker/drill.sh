@@ -3,11 +3,13 @@
 # be recovered from that archive alone.
 #
 #   1. initdb a throw-away primary with archive_command = 'pitr wal-push %p'
-#   2. take a file-level copy of it with pg_basebackup -X none (no WAL inside)
+#   2. take a base backup with `pitr backup` (BASE_BACKUP streamed into the
+#      repository; no WAL inside)
 #   3. generate load (pgbench plus marker rows), switching WAL segments
 #   4. wait until every segment is archived, stop the primary
-#   5. start the copy with restore_command = 'pitr wal-fetch %f %p', let it
-#      replay the whole archive and promote
+#   5. extract the backup from the repository, start it with
+#      restore_command = 'pitr wal-fetch %f %p', let it replay the whole
+#      archive and promote
 #   6. check that the restored server holds exactly the primary's rows
 #
 # Needs only the Rust toolchain and PostgreSQL 15 (Debian: postgresql-15).
@@ -40,7 +42,7 @@ REPO_ROOT=$(dirname "$SCRIPT_DIR")
 readonly SCRIPT_DIR REPO_ROOT
 readonly PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 readonly ARCHIVE_TIMEOUT=120   # seconds for the primary to archive its last segment
-readonly RECOVERY_TIMEOUT=300  # seconds for the copy to replay the archive and promote
+readonly RECOVERY_TIMEOUT=300  # seconds for the restored backup to replay the archive and promote
 readonly LOAD_ROUNDS=3         # pgbench rounds, each followed by a WAL switch
 
 # Connection settings from the caller's environment would point psql elsewhere.
@@ -52,7 +54,6 @@ PITR=""            # the pitr binary PostgreSQL runs
 SOCK=""            # unix socket directory of both servers
 PRIMARY=""         # data directories
 RESTORE=""
-BASEBACKUP_PID=""  # pg_basebackup while it runs in the background
 ARCHIVED_LAST=""   # pg_stat_archiver, read by check_archiver
 ARCHIVED_COUNT=0
 
@@ -127,7 +128,6 @@ postmaster_alive() {
 cleanup() {
     local rc=$?
     set +e
-    [[ -n "$BASEBACKUP_PID" ]] && kill "$BASEBACKUP_PID" 2>/dev/null
     for dir in "$RESTORE" "$PRIMARY"; do
         if [[ -n "$dir" && -f "$dir/postmaster.pid" ]]; then
             pg pg_ctl -D "$dir" -m immediate stop >/dev/null 2>&1
@@ -151,7 +151,7 @@ trap 'exit 143' TERM
 
 check_prerequisites() {
     local prog
-    for prog in initdb pg_ctl psql pgbench pg_basebackup; do
+    for prog in initdb pg_ctl psql pgbench; do
         [[ -x "$PG_BIN/$prog" ]] || die "$PG_BIN/$prog not found: install PostgreSQL 15 or set PG_BIN"
     done
     case "${PITR_DRILL_BREAK:-}" in
@@ -245,22 +245,27 @@ EOF
     say "primary started (port $PRIMARY_PORT), archiving to $PITR_REPO (server $PITR_SERVER_NAME)"
 }
 
-# A table for marker rows, then the file-level copy without WAL.
-take_base_copy() {
+# A table for marker rows, then a base backup with `pitr backup`: BASE_BACKUP
+# over the replication protocol, streamed into the repository. Sets BACKUP_ID.
+take_base_backup() {
     sql "$PRIMARY_PORT" "create table drill_marker (id int primary key, note text not null, amount bigint not null)"
-    sql "$PRIMARY_PORT" "insert into drill_marker values (0, 'before the copy', 42)"
-    # pg_basebackup -X none waits, without a time limit, until the server has
-    # archived the backup's last segment: watch the archiver meanwhile.
-    pg pg_basebackup -h "$SOCK" -p "$PRIMARY_PORT" -D "$RESTORE" -X none -c fast \
-        >"$WORK/basebackup.log" 2>&1 &
-    BASEBACKUP_PID=$!
-    while kill -0 "$BASEBACKUP_PID" 2>/dev/null; do
-        check_archiver
-        sleep 0.2
-    done
-    wait "$BASEBACKUP_PID" || { show_log "$WORK/basebackup.log"; die "pg_basebackup failed"; }
-    BASEBACKUP_PID=""
-    say "took a copy without WAL (pg_basebackup -X none) before the load"
+    sql "$PRIMARY_PORT" "insert into drill_marker values (0, 'before the backup', 42)"
+    BACKUP_ID=$(as_pg "$PITR" backup -d "host=$SOCK port=$PRIMARY_PORT dbname=postgres" \
+        --name drill --wal-timeout 60 2>"$WORK/backup.log") ||
+        { show_log "$WORK/backup.log"; die "pitr backup failed"; }
+    say "took base backup $BACKUP_ID with \`pitr backup\` (BASE_BACKUP streamed into the repository)"
+}
+
+# The data directory to recover, made from the backup in the repository
+# alone: its data.tar.gz, extracted.
+extract_backup() {
+    [[ -n "$REPO_DIR" ]] ||
+        die "restoring from $PITR_REPO needs \`pitr restore\`, which is not there yet: use a file:// repository"
+    local tarball="$REPO_DIR/$PITR_SERVER_NAME/base/$BACKUP_ID/data.tar.gz"
+    as_pg mkdir -p "$RESTORE"
+    as_pg chmod 700 "$RESTORE"
+    as_pg tar -xzf "$tarball" -C "$RESTORE" || die "cannot extract $tarball"
+    say "extracted backup $BACKUP_ID from the repository into $RESTORE"
 }
 
 # pgbench and marker rows, with a WAL switch after every round.
@@ -344,7 +349,7 @@ count_archived() {
 sabotage() {
     local how=${PITR_DRILL_BREAK:-}
     [[ -z "$how" ]] && return
-    # A segment written by the load: the middle one after the copy's start.
+    # A segment written by the load: the middle one after the backup's start.
     local start files victim
     start=$(sed -n 's/^START WAL LOCATION: .* (file \([0-9A-F]\{24\}\))$/\1/p' "$RESTORE/backup_label")
     mapfile -t files < <(archived_segment_files | awk -F/ -v s="$start" '{ n = substr($NF, 1, 24) } n > s')
@@ -377,7 +382,7 @@ restore_failed() {
     die "recovery from the archive failed: ${fatal:-$1}"
 }
 
-# Turns the copy into a server recovering from the archive and starts it.
+# Turns the extracted backup into a server recovering from the archive and starts it.
 start_restore() {
     RESTORE_PORT=$(free_port)
     cat >>"$RESTORE/postgresql.auto.conf" <<EOF
@@ -392,7 +397,7 @@ EOF
     # No -w: wait_for_promotion watches the server itself.
     pg pg_ctl -D "$RESTORE" -l "$WORK/restore.log" start >/dev/null 2>&1 ||
         restore_failed "the restored server did not start"
-    say "restoring the copy (port $RESTORE_PORT) with restore_command = 'pitr wal-fetch %f %p'"
+    say "restoring the backup (port $RESTORE_PORT) with restore_command = 'pitr wal-fetch %f %p'"
 }
 
 # Waits until the restored server has replayed the archive and promoted.
@@ -450,7 +455,7 @@ verify_and_report() {
     balance=$(sed -n 's/.*balance_sum=\(-\{0,1\}[0-9]*\) .*/\1/p' <<<"$EXPECTED")
     markers=$(sed -n 's/^markers=\([0-9]*\).*/\1/p' <<<"$EXPECTED")
     say "archived $archived to $PITR_REPO (server $PITR_SERVER_NAME), 0 archive failures"
-    say "restored a copy taken before the load by replaying $replayed segments through \`pitr wal-fetch\` ($first_replayed to $last_replayed)"
+    say "restored backup $BACKUP_ID by replaying $replayed segments through \`pitr wal-fetch\` ($first_replayed to $last_replayed)"
     say "restored server holds the same rows as the primary: $accounts accounts, balance sum $balance, $markers marker rows   OK"
 }
 
@@ -461,9 +466,10 @@ main() {
     make_work_dir
     choose_repository
     start_primary
-    take_base_copy
+    take_base_backup
     generate_load
     archive_everything
+    extract_backup
     sabotage
     start_restore
     wait_for_promotion
