@@ -13,7 +13,10 @@ use common::{pitr_bin, run};
 fn drill(brk: Option<&str>) -> common::Run {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/drill.sh");
     let mut cmd = Command::new("bash");
-    cmd.arg(script).env("PITR_BIN", pitr_bin()).env_remove("PITR_REPO").env_remove("PITR_SERVER_NAME");
+    cmd.arg(script)
+        .env("PITR_BIN", pitr_bin())
+        .env_remove("PITR_REPO")
+        .env_remove("PITR_SERVER_NAME");
     if let Some(b) = brk {
         cmd.env("PITR_DRILL_BREAK", b);
     }
@@ -24,7 +27,12 @@ fn drill(brk: Option<&str>) -> common::Run {
 fn the_drill_restores_the_primarys_rows() {
     let r = drill(None);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("restored server holds the same rows as the primary"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("restored server holds the same rows as the primary"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("drill passed"), "{}", r.stdout);
 }
 

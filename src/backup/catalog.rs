@@ -142,7 +142,7 @@ pub async fn resolve(repo: &Repo, spec: &str) -> Result<CatalogEntry> {
     let all = list(repo).await?;
     let usable = || all.iter().filter(|e| e.usable());
     let found = match spec {
-        "latest" | "last" => usable().last(),
+        "latest" | "last" => usable().next_back(),
         "oldest" | "first" => usable().next(),
         _ => match spec.parse::<BackupId>() {
             Ok(id) => all.iter().find(|e| e.info.backup_id == id),

@@ -4,9 +4,9 @@
 pub mod catalog;
 pub mod id;
 pub mod info;
+pub mod label_capture;
 pub mod pyrepr;
 pub mod take;
-pub mod tar_scan;
 pub mod verify;
 pub mod wal_check;
 

@@ -16,7 +16,7 @@ use tracing::warn;
 use super::catalog::{self, BackupDetails, CatalogEntry, StoredObject};
 use super::id::BackupId;
 use super::info::{BackupInfo, BackupStatus, Tablespace};
-use super::tar_scan::{Capture, TarWalker};
+use super::label_capture::Capture;
 use super::wal_check;
 use crate::error::{Error, Result};
 use crate::pgwire::{
@@ -25,6 +25,7 @@ use crate::pgwire::{
 };
 use crate::repo::Repo;
 use crate::store::{PutOptions, PutOutcome};
+use crate::tar_walk::TarWalker;
 use crate::transfer::channel_io::ChannelReader;
 use crate::transfer::{self, UploadReport};
 use crate::wal::{identity, Lsn, SegmentName, TimelineId};

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::catalog::{CatalogEntry, StoredObject};
-use super::tar_scan::{TarVisitor, TarWalker};
 use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::repo::Repo;
+use crate::tar_walk::{TarMember, TarVisitor, TarWalker};
 use crate::transfer;
 
 #[derive(Debug, Clone, Default)]
@@ -78,9 +78,9 @@ struct Hasher {
 }
 
 impl TarVisitor for Hasher {
-    fn start(&mut self, name: &str, size: u64, regular: bool) {
-        self.name = regular.then(|| format!("{}{name}", self.prefix));
-        self.size = size;
+    fn start(&mut self, m: &TarMember) {
+        self.name = m.is_file().then(|| format!("{}{}", self.prefix, m.name));
+        self.size = m.size;
         self.hash = Sha256::new();
     }
     fn data(&mut self, bytes: &[u8]) {

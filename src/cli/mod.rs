@@ -41,7 +41,7 @@ pub enum Command {
     /// Restore one WAL file: restore_command = 'pitr wal-fetch %f %p'
     WalFetch(wal_fetch::WalFetchArgs),
     /// Take a base backup over the replication protocol, or manage backups
-    Backup(backup::BackupArgs),
+    Backup(Box<backup::BackupArgs>),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -49,6 +49,6 @@ pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::WalPush(args) => wal_push::run(args).await,
         Command::WalFetch(args) => wal_fetch::run(args).await,
-        Command::Backup(args) => backup::run(args).await,
+        Command::Backup(args) => backup::run(*args).await,
     }
 }

@@ -2,6 +2,7 @@
 //! that `archive_command` and `restore_command` call.
 
 pub mod fetch;
+pub mod history;
 pub mod identity;
 pub mod locate;
 pub mod lsn;
