@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod layout;
 pub mod pgwire;
 pub mod repo;
+pub mod restore;
 pub mod store;
 pub mod tar_walk;
 pub mod transfer;

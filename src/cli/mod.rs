@@ -7,6 +7,7 @@ pub mod config_file;
 pub mod exit;
 pub mod progress;
 pub mod repo_args;
+pub mod restore;
 pub mod wal_fetch;
 pub mod wal_push;
 
@@ -42,6 +43,8 @@ pub enum Command {
     WalFetch(wal_fetch::WalFetchArgs),
     /// Take a base backup over the replication protocol, or manage backups
     Backup(Box<backup::BackupArgs>),
+    /// Restore a backup and recover to a point in time (time, LSN, xid, name, latest)
+    Restore(Box<restore::RestoreArgs>),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -50,5 +53,6 @@ pub async fn run(cli: Cli) -> u8 {
         Command::WalPush(args) => wal_push::run(args).await,
         Command::WalFetch(args) => wal_fetch::run(args).await,
         Command::Backup(args) => backup::run(*args).await,
+        Command::Restore(args) => restore::run(*args).await,
     }
 }

@@ -56,13 +56,19 @@ pub async fn later_on_same_timeline(
     Ok(None)
 }
 
+/// The WAL file an object's file name holds, under any of Barman's suffixes.
+pub fn wal_file_of(file: &str) -> Option<WalFileName> {
+    KNOWN_SUFFIXES
+        .iter()
+        .rev() // the empty suffix last: "X.history.gz" is not "X.history"
+        .find_map(|suffix| file.strip_suffix(suffix)?.parse().ok())
+}
+
 /// The segment a file in a hash directory holds, if it is a whole segment
 /// (not a `.partial` or `.backup` file) under one of Barman's suffixes.
 pub fn segment_of_file(file: &str) -> Option<SegmentName> {
-    KNOWN_SUFFIXES
-        .iter()
-        .find_map(|suffix| match file.strip_suffix(suffix)?.parse() {
-            Ok(WalFileName::Segment(s)) => Some(s),
-            _ => None,
-        })
+    match wal_file_of(file)? {
+        WalFileName::Segment(s) => Some(s),
+        _ => None,
+    }
 }

@@ -62,6 +62,12 @@ impl fmt::Display for SegmentName {
     }
 }
 
+impl serde::Serialize for SegmentName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 /// Any file that goes through the WAL archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WalFileName {

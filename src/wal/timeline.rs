@@ -30,6 +30,12 @@ impl fmt::Display for TimelineId {
     }
 }
 
+impl serde::Serialize for TimelineId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+
 /// True when every character is 0-9 or A-F (PostgreSQL writes upper case).
 pub(crate) fn is_upper_hex(s: &str) -> bool {
     s.bytes()

@@ -1,0 +1,311 @@
+//! `pitr restore`: plan (and with --dry-run only plan) a point-in-time
+//! recovery, then carry it out into an empty data directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, ValueEnum};
+use tracing::{error, info};
+
+use super::backup_output::Format;
+use super::exit;
+use super::progress::Reporter;
+use super::repo_args::RepoArgs;
+use pitr::config::redact;
+use pitr::error::{Error, ErrorKind, Result};
+use pitr::repo::Repo;
+use pitr::restore::execute::{execute, ExecuteRequest};
+use pitr::restore::target::{parse_time, parse_timeline};
+use pitr::restore::{plan, Plan, PlanRequest, Target, TargetAction};
+use pitr::wal::Lsn;
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").multiple(false).args(
+    ["target_time", "target_lsn", "target_xid", "target_name", "target_immediate"])))]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Data directory to restore into (must be empty or new)
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+
+    /// Recover to this time: RFC 3339 or PostgreSQL's form; no zone means UTC
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover to this LSN (e.g. 0/16B3748)
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover to the commit of this transaction id
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<u64>,
+    /// Recover to this restore point (pg_create_restore_point)
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long)]
+    pub target_immediate: bool,
+
+    /// Timeline to recover along: latest, current or a number
+    #[arg(long, default_value = "latest")]
+    pub target_timeline: String,
+    /// Stop just before the target instead of just after it
+    #[arg(long)]
+    pub exclusive: bool,
+    /// What the server does at the target
+    #[arg(long, value_enum, default_value = "promote")]
+    pub target_action: ActionArg,
+    /// Use this backup (id or name) instead of the newest that fits
+    #[arg(long, value_name = "ID")]
+    pub backup_id: Option<String>,
+    /// Put tablespace OID in DIR instead of its original location (repeatable)
+    #[arg(long, value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+
+    /// Print the plan and touch nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace the content of a non-empty PGDATA and tablespace directories
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ActionArg {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+impl RestoreArgs {
+    fn target(&self) -> Result<Target> {
+        Ok(if let Some(t) = &self.target_time {
+            let (time, zone_given) = parse_time(t)?;
+            Target::Time { time, zone_given }
+        } else if let Some(l) = &self.target_lsn {
+            Target::Lsn {
+                lsn: l
+                    .parse::<Lsn>()
+                    .map_err(|e| Error::Config(format!("--target-lsn: {e}")))?,
+            }
+        } else if let Some(x) = self.target_xid {
+            Target::Xid { xid: x }
+        } else if let Some(n) = &self.target_name {
+            Target::Name { name: n.clone() }
+        } else if self.target_immediate {
+            Target::Immediate
+        } else {
+            Target::Latest
+        })
+    }
+
+    fn tablespace_map(&self) -> Result<BTreeMap<u32, PathBuf>> {
+        self.tablespace_map
+            .iter()
+            .map(|m| {
+                let (oid, dir) = m
+                    .split_once('=')
+                    .and_then(|(o, d)| Some((o.parse::<u32>().ok()?, PathBuf::from(d))))
+                    .filter(|(_, d)| d.is_absolute())
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "--tablespace-map '{m}' is not OID=/absolute/dir (see `pitr backup show` for oids)"
+                        ))
+                    })?;
+                Ok((oid, dir))
+            })
+            .collect()
+    }
+
+    /// The restore_command that reaches this repository the way this run
+    /// does: the same binary and the same non-secret settings as flags.
+    /// Credentials stay in the environment or the settings file.
+    fn restore_command(&self) -> String {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "pitr".into());
+        let mut parts = vec![shell_quote(&exe)];
+        if let Ok(config) = std::env::var("PITR_CONFIG") {
+            parts.push(format!("--config {}", shell_quote(&config)));
+        }
+        parts.push("wal-fetch".into());
+        let r = &self.repo;
+        let flags: [(&str, Option<String>); 6] = [
+            ("--repo", r.repo.clone()),
+            ("--server-name", r.server_name.clone()),
+            ("--endpoint-url", r.endpoint_url.clone()),
+            (
+                "--region",
+                Some(r.region.clone()).filter(|x| x != "us-east-1"),
+            ),
+            ("--ca-bundle", r.ca_bundle.as_ref().map(|p| absolute(p))),
+            (
+                "--encryption-key-file",
+                r.encryption_key_file.as_ref().map(|p| absolute(p)),
+            ),
+        ];
+        for (flag, value) in flags {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                parts.push(format!("{flag} {}", shell_quote(&v)));
+            }
+        }
+        if r.virtual_host_style {
+            parts.push("--virtual-host-style".into());
+        }
+        parts.push("%f %p".into());
+        parts.join(" ")
+    }
+}
+
+fn absolute(p: &std::path::Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@,+".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn print_plan(p: &Plan, format: Format) {
+    if let Format::Json = format {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(p).expect("plan serialises")
+        );
+        return;
+    }
+    let b = &p.backup.info;
+    println!("Restore plan");
+    println!(
+        "  backup          {}{}, ended {} at {} on timeline {}",
+        b.backup_id,
+        b.backup_name
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
+        b.end_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        b.end_xlog.map(|l| l.to_string()).unwrap_or_default(),
+        b.timeline.unwrap_or(0)
+    );
+    println!(
+        "  target          {}{}",
+        p.target,
+        if p.exclusive { ", exclusive" } else { "" }
+    );
+    let path: Vec<String> = p
+        .timeline_path
+        .iter()
+        .map(|(t, end)| match end {
+            Some(e) => format!("{} (until {e})", t.get()),
+            None => t.get().to_string(),
+        })
+        .collect();
+    println!("  timelines       {}", path.join(" -> "));
+    println!(
+        "  WAL             {} .. {} ({} segments, {} bytes stored), no gaps",
+        p.first_segment().map(|s| s.to_string()).unwrap_or_default(),
+        p.last_segment().map(|s| s.to_string()).unwrap_or_default(),
+        p.segments.len(),
+        p.wal_bytes
+    );
+    println!(
+        "  download        {} bytes of backup, {} bytes of WAL",
+        p.backup_bytes, p.wal_bytes
+    );
+    println!("  reached by      {}", p.reached_by);
+    println!("  then            {}", p.action.as_str());
+    for n in &p.notes {
+        println!("  note            {n}");
+    }
+}
+
+fn fail(e: &Error, secrets: &[String]) -> u8 {
+    error!("restore: {}", redact(&e.to_string(), secrets));
+    match e.kind() {
+        ErrorKind::Config => exit::USAGE,
+        ErrorKind::Corrupt | ErrorKind::Conflict | ErrorKind::WrongKey => exit::REFUSED,
+        _ => exit::FAILED,
+    }
+}
+
+pub async fn run(args: RestoreArgs) -> u8 {
+    let cfg = match args.repo.to_config() {
+        Ok(c) => c,
+        Err(e) => return fail(&e, &[]),
+    };
+    let secrets = cfg.secrets();
+    let result = async {
+        let repo = Repo::open(&cfg)?;
+        let req = PlanRequest {
+            target: args.target()?,
+            timeline: parse_timeline(&args.target_timeline)?,
+            exclusive: args.exclusive,
+            action: match args.target_action {
+                ActionArg::Pause => TargetAction::Pause,
+                ActionArg::Promote => TargetAction::Promote,
+                ActionArg::Shutdown => TargetAction::Shutdown,
+            },
+            backup: args.backup_id.clone(),
+        };
+        let tablespace_map = args.tablespace_map()?;
+        let p = plan(&repo, &req).await?;
+        print_plan(&p, args.format);
+        if args.dry_run {
+            return Ok(());
+        }
+        let progress = Reporter::new();
+        let exec = ExecuteRequest {
+            pgdata: std::path::absolute(&args.pgdata).unwrap_or(args.pgdata.clone()),
+            force: args.force,
+            tablespace_map,
+            restore_command: args.restore_command(),
+            timeline: req.timeline,
+        };
+        let report = execute(&repo, &p, &exec, &progress).await;
+        progress.finish();
+        let report = report?;
+        info!(
+            "restored backup {} into {}: {} files, {} bytes",
+            p.backup.info.backup_id,
+            exec.pgdata.display(),
+            report.files,
+            report.bytes
+        );
+        for (oid, dir) in &report.tablespaces {
+            info!("tablespace {oid} restored into {}", dir.display());
+        }
+        info!(
+            "recovery settings appended to {}",
+            report.settings_file.display()
+        );
+        if cfg.s3.credentials.is_some() && std::env::var_os("PITR_CONFIG").is_none() {
+            info!(
+                "the server's restore_command needs S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY in \
+                 its environment (or a settings file: pitr --config FILE)"
+            );
+        }
+        println!(
+            "Restored. Start the server as the PostgreSQL OS user: pg_ctl -D {} start\n\
+             It replays WAL through pitr wal-fetch to {}, then does: {}.",
+            exec.pgdata.display(),
+            p.target,
+            p.action.as_str()
+        );
+        Ok::<_, Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => fail(&e, &secrets),
+    }
+}

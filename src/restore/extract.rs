@@ -1,0 +1,252 @@
+//! Extracting a backup's tar into a directory as it streams, refusing any
+//! member that would land outside it: absolute names, `..`, and links that
+//! leave the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::tar_walk::{TarMember, TarVisitor, TarWalker};
+
+/// `name` as a path inside the target, or why it is unsafe.
+fn safe_relative(name: &str) -> Result<PathBuf, String> {
+    if name.is_empty() || name.contains('\0') {
+        return Err("has an empty or invalid name".into());
+    }
+    let path = Path::new(name);
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return Err("has an absolute name".into()),
+            Component::ParentDir => return Err("has '..' in its name".into()),
+        }
+    }
+    Ok(out)
+}
+
+/// Where a relative link at `at` (inside the target) points, if it stays inside.
+fn link_stays_inside(at: &Path, link: &str) -> bool {
+    if Path::new(link).is_absolute() {
+        return false;
+    }
+    let mut depth: Vec<&std::ffi::OsStr> =
+        at.parent().map(|p| p.iter().collect()).unwrap_or_default();
+    for c in Path::new(link).components() {
+        match c {
+            Component::Normal(p) => depth.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+pub struct Extractor {
+    root: PathBuf,
+    archive: String,
+    file: Option<File>,
+    pub error: Option<Error>,
+    pub files: u64,
+    pub bytes: Arc<AtomicU64>,
+}
+
+impl Extractor {
+    pub fn new(root: &Path, archive: &str, bytes: Arc<AtomicU64>) -> Self {
+        Extractor {
+            root: root.to_path_buf(),
+            archive: archive.to_string(),
+            file: None,
+            error: None,
+            files: 0,
+            bytes,
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.file = None;
+        self.error.get_or_insert(e);
+    }
+
+    fn io(&self, what: &str, path: &Path, e: io::Error) -> Error {
+        Error::io(
+            format!(
+                "restoring {}: cannot {what} {}",
+                self.archive,
+                path.display()
+            ),
+            e,
+        )
+    }
+
+    fn create(&mut self, m: &TarMember) -> Result<(), Error> {
+        let rel = safe_relative(&m.name).map_err(|why| {
+            Error::Corrupt(format!(
+                "{}: member '{}' {why}: refusing to restore it (it would land outside {})",
+                self.archive,
+                m.name,
+                self.root.display()
+            ))
+        })?;
+        let path = self.root.join(&rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| self.io("create", parent, e))?;
+        }
+        match m.kind {
+            b'5' => {
+                fs::create_dir_all(&path).map_err(|e| self.io("create", &path, e))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| self.io("chmod", &path, e))?;
+            }
+            b'2' | b'1' => {
+                let inside = match m.kind {
+                    b'2' => link_stays_inside(&rel, &m.link),
+                    _ => safe_relative(&m.link).is_ok(),
+                };
+                if !inside {
+                    return Err(Error::Corrupt(format!(
+                        "{}: link '{}' -> '{}' leaves {}: refusing to restore it",
+                        self.archive,
+                        m.name,
+                        m.link,
+                        self.root.display()
+                    )));
+                }
+                let _ = fs::remove_file(&path);
+                if m.kind == b'2' {
+                    symlink(&m.link, &path).map_err(|e| self.io("link", &path, e))?;
+                } else {
+                    fs::hard_link(self.root.join(&m.link), &path)
+                        .map_err(|e| self.io("link", &path, e))?;
+                }
+            }
+            _ if m.is_file() => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| self.io("create", &path, e))?;
+                self.files += 1;
+                self.file = Some(file);
+            }
+            other => {
+                return Err(Error::Corrupt(format!(
+                    "{}: member '{}' has type '{}', which a PostgreSQL backup never holds",
+                    self.archive, m.name, other as char
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TarVisitor for Extractor {
+    fn start(&mut self, m: &TarMember) {
+        if self.error.is_none() {
+            if let Err(e) = self.create(m) {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn data(&mut self, bytes: &[u8]) {
+        if let Some(f) = &mut self.file {
+            if let Err(e) = f.write_all(bytes) {
+                let err = Error::io(format!("restoring {}: cannot write", self.archive), e);
+                self.fail(err);
+                return;
+            }
+            self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn end(&mut self) {
+        self.file = None;
+    }
+}
+
+/// The `Write` end the download pipes decoded bytes into.
+pub struct ExtractSink {
+    pub walker: TarWalker<Extractor>,
+}
+
+impl Write for ExtractSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.walker.feed(buf);
+        match self.walker.visitor.error.take() {
+            Some(e) => Err(io::Error::other(e)),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tar_walk::tests::{header, member, symlink as link_member};
+
+    fn extract(tar: &[u8], root: &Path) -> Result<(), Error> {
+        let mut sink = ExtractSink {
+            walker: TarWalker::new(Extractor::new(
+                root,
+                "test.tar",
+                Arc::new(AtomicU64::new(0)),
+            )),
+        };
+        sink.write_all(tar)
+            .map_err(|e| Error::from_pipeline("x", e))
+    }
+
+    #[test]
+    fn extracts_files_dirs_and_inside_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = header("base", 0, b'5');
+        tar.extend(member("base/1/1", b"page"));
+        tar.extend(link_member("base/link", "1/1"));
+        tar.extend(vec![0u8; 1024]);
+        extract(&tar, dir.path()).unwrap();
+        assert_eq!(fs::read(dir.path().join("base/1/1")).unwrap(), b"page");
+        assert_eq!(fs::read(dir.path().join("base/link")).unwrap(), b"page");
+        let mode = fs::metadata(dir.path().join("base/1/1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "no group or other access");
+    }
+
+    #[test]
+    fn refuses_members_that_leave_the_target() {
+        for (tar, what) in [
+            (member("../evil", b"x"), "'..'"),
+            (member("/etc/evil", b"x"), "absolute"),
+            (link_member("up", "../../etc"), "leaves"),
+            (link_member("abs", "/etc/passwd"), "leaves"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("pgdata");
+            fs::create_dir(&root).unwrap();
+            let e = extract(&tar, &root).unwrap_err().to_string();
+            assert!(
+                e.contains("refusing to restore it") && e.contains(what),
+                "{e}"
+            );
+            assert!(!dir.path().join("evil").exists());
+        }
+    }
+}
