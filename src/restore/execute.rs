@@ -306,11 +306,9 @@ async fn restore_into(
         let _ = fs::remove_file(&link);
         symlink(dir, &link).map_err(|e| Error::io(format!("cannot link {}", link.display()), e))?;
     }
-    for sub in ["pg_wal/archive_status"] {
-        let p = pgdata.join(sub);
-        fs::create_dir_all(&p)
-            .map_err(|e| Error::io(format!("cannot create {}", p.display()), e))?;
-    }
+    let status = pgdata.join("pg_wal/archive_status");
+    fs::create_dir_all(&status)
+        .map_err(|e| Error::io(format!("cannot create {}", status.display()), e))?;
     for stale in ["postmaster.pid", "standby.signal", "tablespace_map"] {
         let _ = fs::remove_file(pgdata.join(stale));
     }

@@ -114,7 +114,7 @@ fn decode<W: Write>(
         hasher.update(&buf[..n]);
         size += n as u64;
         sink.write_all(&buf[..n])
-            .map_err(|e| Error::io("cannot write the decoded data", e))?;
+            .map_err(|e| Error::from_pipeline("cannot write the decoded data", e))?;
     }
     Ok((hex::encode(hasher.finalize()), size, sink))
 }

@@ -266,7 +266,10 @@ impl Pg {
             if self.try_sql("select pg_is_in_recovery()").as_deref() == Some("f") {
                 return;
             }
-            if !self.is_running() {
+            // pg_ctl -W returns before postmaster.pid exists: give it time.
+            let stopped = self.log().contains("database system is shut down")
+                || (start.elapsed() > Duration::from_secs(5) && !self.is_running());
+            if stopped {
                 self.running = false;
                 panic!(
                     "the server stopped during recovery\n--- server log ---\n{}",
@@ -294,4 +297,21 @@ impl Drop for Pg {
                 .output();
         }
     }
+}
+
+/// Starts a data directory that `pitr restore` (or a hand restore) prepared,
+/// with `extra` settings appended, and waits until recovery has finished and
+/// the server promoted.
+pub fn start_restored(data: &Path, env: &[(String, String)], extra: &str) -> Pg {
+    if super::running_as_root() {
+        super::chown_postgres(data);
+    }
+    let mut pg = Pg::existing(data.to_path_buf());
+    pg.conf(extra);
+    if super::running_as_root() {
+        super::chown_postgres(data);
+    }
+    pg.start_nowait(env);
+    pg.wait_promoted(Duration::from_secs(180));
+    pg
 }

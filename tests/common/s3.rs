@@ -125,6 +125,12 @@ impl Rgw {
             .unwrap();
     }
 
+    pub fn delete(&self, bucket: &str, key: &str) {
+        self.rt
+            .block_on(self.client.delete_object().bucket(bucket).key(key).send())
+            .unwrap();
+    }
+
     /// The server-side encryption RGW reports for an object.
     pub fn sse_of(&self, bucket: &str, key: &str) -> (Option<String>, Option<String>) {
         let h = self
