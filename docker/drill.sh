@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
-# Restore drill: prove end to end that pitr archives WAL and that a server can
-# be recovered from that archive alone.
+# Restore drill: the whole mission on the embedded default. A throw-away
+# primary archives into a repository through pitr, pitr takes a base backup,
+# the primary changes at known times, and `pitr restore --target-time`
+# recovers a new server to a moment between two of those changes: it must
+# hold exactly the rows committed by then, and none committed after.
 #
-#   1. initdb a throw-away primary with archive_command = 'pitr wal-push %p'
+#   1. initdb a throw-away primary (track_commit_timestamp = on) with
+#      archive_command = 'pitr wal-push %p'; the repository settings reach it
+#      through pg_ctl's environment
 #   2. take a base backup with `pitr backup` (BASE_BACKUP streamed into the
 #      repository; no WAL inside)
-#   3. generate load (pgbench plus marker rows), switching WAL segments
-#   4. wait until every segment is archived, stop the primary
-#   5. extract the backup from the repository, start it with
-#      restore_command = 'pitr wal-fetch %f %p', let it replay the whole
-#      archive and promote
-#   6. check that the restored server holds exactly the primary's rows
+#   3. generate load: pgbench rounds, each followed by a WAL switch
+#   4. changes at known times, a WAL switch after each:
+#        t1  marker row 101
+#        t2  marker row 102, ~1.1 s later; the expected rows are recorded here,
+#            and t2's commit timestamp read back (pg_xact_commit_timestamp)
+#        t3  marker row 103 and an update of pgbench_accounts, ~1.1 s later:
+#            the change the restore must NOT bring back
+#   5. wait until every segment is archived, stop the primary
+#   6. `pitr restore --pgdata DIR --target-time T` with T = t2's commit + 0.5 s:
+#      pitr picks the backup, proves the WAL chain to T has no gap, extracts
+#      the backup and writes recovery.signal, restore_command = 'pitr
+#      wal-fetch %f %p' and recovery_target_time; the drill only adds a port
+#      and starts the server, which replays the archive and promotes at T
+#   7. check that the restored server holds exactly the rows recorded at t2
+#      and that t3's marker row is absent
 #
 # Needs only the Rust toolchain and PostgreSQL 15 (Debian: postgresql-15).
 #
@@ -27,13 +41,16 @@
 #   PITR_DRILL_DIR    work directory (default: mktemp -d /tmp/pitr-drill.XXXXXX);
 #                     must not exist or be empty, and is removed at the end
 #   PITR_DRILL_KEEP=1 keep the work directory (servers are stopped anyway)
-#   PITR_DRILL_BREAK  sabotage, to see the drill fail:
-#                       delete-segment   delete one archived segment from the
-#                                        middle of the load (file:// only)
-#                       corrupt-segment  overwrite bytes in one archived segment
-#                                        (file:// only)
+#   PITR_DRILL_BREAK  sabotage, to see the drill fail (file:// only); the
+#                     victim is the middle segment of the pgbench load:
+#                       delete-segment   delete it: `pitr restore` must refuse
+#                                        before touching PGDATA (the archive
+#                                        has a gap)
+#                       corrupt-segment  overwrite bytes in it: wal-fetch must
+#                                        exit 255 and recovery stop with FATAL
 #
-# Exit status: 0 when the restored server matches the primary, 1 otherwise.
+# Exit status: 0 when the restored server holds exactly the rows committed by
+# the target time, 1 otherwise.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -44,6 +61,8 @@ readonly PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 readonly ARCHIVE_TIMEOUT=120   # seconds for the primary to archive its last segment
 readonly RECOVERY_TIMEOUT=300  # seconds for the restored backup to replay the archive and promote
 readonly LOAD_ROUNDS=3         # pgbench rounds, each followed by a WAL switch
+readonly CHANGE_GAP=1.1        # seconds between the timed changes t1, t2 and t3
+readonly TARGET_OFFSET=0.5     # the target time is t2's commit plus this many seconds
 
 # Connection settings from the caller's environment would point psql elsewhere.
 unset PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGDATA
@@ -56,6 +75,12 @@ PRIMARY=""         # data directories
 RESTORE=""
 ARCHIVED_LAST=""   # pg_stat_archiver, read by check_archiver
 ARCHIVED_COUNT=0
+LOAD_FIRST=""      # the segments the pgbench load wrote: LOAD_FIRST up to,
+LOAD_END=""        # not including, LOAD_END (sabotage picks one of them)
+EXPECTED=""        # fingerprint of the primary right after t2's commit
+FINAL=""           # fingerprint of the primary at the end (t3 included)
+T2_COMMIT=""       # t2's commit time, RFC 3339 UTC
+TARGET_TIME=""     # the recovery target: T2_COMMIT + TARGET_OFFSET
 
 # ---------------------------------------------------------------- helpers
 
@@ -239,6 +264,7 @@ unix_socket_directories = $(conf_quote "$SOCK")
 archive_mode = on
 archive_command = $(conf_quote "\"$PITR\" wal-push \"%p\"")
 wal_keep_size = '16MB'
+track_commit_timestamp = on
 EOF
     pg pg_ctl -D "$PRIMARY" -l "$WORK/primary.log" -w -t 60 start >/dev/null ||
         { show_log "$WORK/primary.log"; die "the primary did not start"; }
@@ -254,18 +280,12 @@ take_base_backup() {
         --name drill --wal-timeout 60 2>"$WORK/backup.log") ||
         { show_log "$WORK/backup.log"; die "pitr backup failed"; }
     say "took base backup $BACKUP_ID with \`pitr backup\` (BASE_BACKUP streamed into the repository)"
+    LOAD_FIRST=$(current_segment)
 }
 
-# The data directory to recover, made from the backup in the repository
-# alone: its data.tar.gz, extracted.
-extract_backup() {
-    [[ -n "$REPO_DIR" ]] ||
-        die "restoring from $PITR_REPO needs \`pitr restore\`, which is not there yet: use a file:// repository"
-    local tarball="$REPO_DIR/$PITR_SERVER_NAME/base/$BACKUP_ID/data.tar.gz"
-    as_pg mkdir -p "$RESTORE"
-    as_pg chmod 700 "$RESTORE"
-    as_pg tar -xzf "$tarball" -C "$RESTORE" || die "cannot extract $tarball"
-    say "extracted backup $BACKUP_ID from the repository into $RESTORE"
+# The name of the WAL segment the primary writes now.
+current_segment() {
+    sql "$PRIMARY_PORT" "select pg_walfile_name(pg_current_wal_insert_lsn())"
 }
 
 # pgbench and marker rows, with a WAL switch after every round.
@@ -279,10 +299,45 @@ generate_load() {
         sql "$PRIMARY_PORT" "insert into drill_marker values ($round, 'round $round', $((round * 1000 + RANDOM)))"
         sql "$PRIMARY_PORT" "select pg_switch_wal()" >/dev/null
     done
-    # Rows after the last switch: they travel in the final segment.
-    sql "$PRIMARY_PORT" "insert into drill_marker values (99, 'after the last round', -7)"
-    sql "$PRIMARY_PORT" "update pgbench_accounts set abalance = abalance + 1 where aid % 1000 = 0"
-    say "generated load: pgbench -i -s 2, $LOAD_ROUNDS rounds of pgbench -t 200, marker rows"
+    LOAD_END=$(current_segment)
+    say "generated load: pgbench -i -s 2, $LOAD_ROUNDS rounds of pgbench -t 200, marker rows" \
+        "(segments $LOAD_FIRST to before $LOAD_END)"
+}
+
+# Changes at known times, each in a segment of its own: t1, then t2 (the
+# expected rows are recorded right after it, and its commit time read back),
+# then t3, which the restore must not bring back. Sets EXPECTED, T2_COMMIT
+# and TARGET_TIME.
+make_timed_changes() {
+    local t3_commit updated
+    sql "$PRIMARY_PORT" "insert into drill_marker values (101, 't1', 1001)"
+    sql "$PRIMARY_PORT" "select pg_switch_wal()" >/dev/null
+    sleep "$CHANGE_GAP"
+
+    sql "$PRIMARY_PORT" "insert into drill_marker values (102, 't2', 1002)"
+    EXPECTED=$(fingerprint "$PRIMARY_PORT")
+    T2_COMMIT=$(commit_time 102)
+    TARGET_TIME=$(commit_time 102 "+ interval '$TARGET_OFFSET seconds'")
+    [[ -n "$T2_COMMIT" ]] || die "no commit timestamp for t2 (is track_commit_timestamp on?)"
+    sql "$PRIMARY_PORT" "select pg_switch_wal()" >/dev/null
+    sleep "$CHANGE_GAP"
+
+    # t3, one transaction committed after the target: must NOT come back.
+    updated=$(sql "$PRIMARY_PORT" "insert into drill_marker values (103, 't3, after the target', 1003);
+                                   update pgbench_accounts set abalance = abalance + 1 where aid % 1000 = 0
+                                   returning 1" | grep -c .)
+    t3_commit=$(commit_time 103)
+    say "changes at known times: t1 (marker 101); t2 (marker 102) committed at $T2_COMMIT;" \
+        "t3 (marker 103, $updated accounts updated) committed at $t3_commit"
+    say "target time: t2 + ${TARGET_OFFSET}s = $TARGET_TIME"
+}
+
+# The commit time of marker row $1 (track_commit_timestamp), plus the SQL
+# interval expression $2 if given, as RFC 3339 UTC with microseconds.
+commit_time() {
+    sql "$PRIMARY_PORT" "select to_char((pg_xact_commit_timestamp(xmin) ${2:-}) at time zone 'UTC',
+                                        'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                         from drill_marker where id = $1"
 }
 
 # What the restored server must hold, as one line per fact. Reads port $1.
@@ -308,10 +363,11 @@ check_archiver() {
     fi
 }
 
-# Records the expected rows, switches WAL a last time and waits until the
-# archiver has stored that segment. Sets EXPECTED and LAST_SEGMENT.
+# Records the final rows, switches WAL a last time and waits until the
+# archiver has stored that segment. Sets FINAL and LAST_SEGMENT.
 archive_everything() {
-    EXPECTED=$(fingerprint "$PRIMARY_PORT")
+    FINAL=$(fingerprint "$PRIMARY_PORT")
+    [[ "$FINAL" != "$EXPECTED" ]] || die "t3 did not change the primary's rows: the drill would prove nothing"
     LAST_SEGMENT=$(sql "$PRIMARY_PORT" "select pg_walfile_name(pg_switch_wal())")
     local deadline=$((SECONDS + ARCHIVE_TIMEOUT))
     while :; do
@@ -349,11 +405,12 @@ count_archived() {
 sabotage() {
     local how=${PITR_DRILL_BREAK:-}
     [[ -z "$how" ]] && return
-    # A segment written by the load: the middle one after the backup's start.
-    local start files victim
-    start=$(sed -n 's/^START WAL LOCATION: .* (file \([0-9A-F]\{24\}\))$/\1/p' "$RESTORE/backup_label")
-    mapfile -t files < <(archived_segment_files | awk -F/ -v s="$start" '{ n = substr($NF, 1, 24) } n > s')
-    [[ ${#files[@]} -ge 3 ]] || die "PITR_DRILL_BREAK: too few segments to pick one from"
+    # A segment the pgbench load wrote, after the backup and before the
+    # target: the middle one. Recovery to the target must read it.
+    local files victim
+    mapfile -t files < <(archived_segment_files |
+        awk -F/ -v first="$LOAD_FIRST" -v end="$LOAD_END" '{ n = substr($NF, 1, 24) } n >= first && n < end')
+    [[ ${#files[@]} -ge 3 ]] || die "PITR_DRILL_BREAK: too few load segments to pick one from (${#files[@]})"
     victim=${files[$((${#files[@]} / 2))]}
     case "$how" in
         delete-segment)
@@ -382,22 +439,42 @@ restore_failed() {
     die "recovery from the archive failed: ${fatal:-$1}"
 }
 
-# Turns the extracted backup into a server recovering from the archive and starts it.
+# `pitr restore --target-time`: plans (picks the backup, proves the WAL chain
+# to the target), extracts the backup into RESTORE and writes the recovery
+# settings. Run as the PostgreSQL user, with the repository settings from the
+# environment. Its plan and log go to restore-plan.log. Sets PLAN_SEGMENTS.
+restore_backup() {
+    local log=$WORK/restore-plan.log error
+    if ! as_pg "$PITR" restore --pgdata "$RESTORE" --target-time "$TARGET_TIME" >"$log" 2>&1; then
+        show_log "$log" 15
+        # pitr's own words: its last ERROR line, without the log prefix.
+        error=$(grep -E 'ERROR' "$log" | tail -n 1 | sed -E 's/^.*ERROR +//')
+        if [[ -z "$(ls -A "$RESTORE" 2>/dev/null)" ]]; then
+            die "\`pitr restore --target-time $TARGET_TIME\` refused, PGDATA untouched: ${error:-see the log above}"
+        fi
+        die "\`pitr restore --target-time $TARGET_TIME\` failed: ${error:-see the log above}"
+    fi
+    [[ -f "$RESTORE/recovery.signal" ]] || die "pitr restore wrote no recovery.signal into $RESTORE"
+    PLAN_SEGMENTS=$(sed -n 's/^ *WAL .*(\([0-9]*\) segments.*/\1/p' "$log")
+    say "\`pitr restore --pgdata $RESTORE --target-time $TARGET_TIME\` restored backup $BACKUP_ID" \
+        "(planned: ${PLAN_SEGMENTS:-?} segments, no gaps)"
+}
+
+# Gives the restored data directory a port of its own and starts it; pitr
+# restore wrote recovery.signal, restore_command and recovery_target_time.
 start_restore() {
     RESTORE_PORT=$(free_port)
     cat >>"$RESTORE/postgresql.auto.conf" <<EOF
 
-# --- pitr drill: recover from the archive only ---
+# --- pitr drill: a port of its own, no archiving ---
 port = $RESTORE_PORT
 unix_socket_directories = $(conf_quote "$SOCK")
 archive_mode = off
-restore_command = $(conf_quote "\"$PITR\" wal-fetch \"%f\" \"%p\"")
 EOF
-    as_pg touch "$RESTORE/recovery.signal"
     # No -w: wait_for_promotion watches the server itself.
     pg pg_ctl -D "$RESTORE" -l "$WORK/restore.log" start >/dev/null 2>&1 ||
         restore_failed "the restored server did not start"
-    say "restoring the backup (port $RESTORE_PORT) with restore_command = 'pitr wal-fetch %f %p'"
+    say "recovering to $TARGET_TIME (port $RESTORE_PORT): $(grep -E '^restore_command' "$RESTORE/postgresql.auto.conf" | tail -n 1)"
 }
 
 # Waits until the restored server has replayed the archive and promoted.
@@ -419,44 +496,50 @@ wait_for_promotion() {
     done
 }
 
-# Compares the restored server with the primary and prints the report.
+# Compares the restored server with the rows recorded right after t2 and
+# prints the report.
 verify_and_report() {
-    local archived replayed first_replayed last_replayed actual accounts balance markers
+    local archived fetched replayed first_replayed last_replayed stopped actual t3_rows accounts balance markers
     archived=$(count_archived)
     # PostgreSQL logs every file restore_command delivered (the last one twice:
     # it reads it again at the end of recovery), so count distinct names.
-    replayed=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" | sort -u | wc -l)
-    first_replayed=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" |
-        head -n 1 | grep -oE '[0-9A-F]{24}' || true)
-    last_replayed=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" |
-        tail -n 1 | grep -oE '[0-9A-F]{24}' || true)
+    fetched=$(grep -oE 'restored log file "[0-9A-F]{24}" from archive' "$WORK/restore.log" |
+        grep -oE '[0-9A-F]{24}' || true)
+    replayed=$(sort -u <<<"$fetched" | grep -c . || true)
+    first_replayed=$(head -n 1 <<<"$fetched")
+    last_replayed=$(tail -n 1 <<<"$fetched")
+    # PostgreSQL's own word that it stopped at the target, e.g. "recovery
+    # stopping before commit of transaction 1234, time 2026-...".
+    stopped=$(grep -oE 'recovery stopping (before|after) .*' "$WORK/restore.log" | tail -n 1 || true)
     # A restore that stopped early may lack whole tables: report, not crash.
     actual=$(fingerprint "$RESTORE_PORT" 2>&1) || true
+    t3_rows=$(sql "$RESTORE_PORT" "select count(*) from drill_marker where id = 103" 2>&1) || true
 
     if [[ "$actual" != "$EXPECTED" ]]; then
         {
-            echo "pitr drill: expected (primary):"
+            echo "pitr drill: expected (primary right after t2, committed at $T2_COMMIT):"
             echo "    ${EXPECTED//$'\n'/$'\n'    }"
-            echo "pitr drill: found (restored):"
+            echo "pitr drill: found (restored to $TARGET_TIME):"
             echo "    ${actual//$'\n'/$'\n'    }"
         } >&2
         show_log "$WORK/restore.log" 15
-        if [[ "$last_replayed" != "$LAST_SEGMENT" ]]; then
-            die "restored server does not match the primary: recovery ended after ${last_replayed:-no segment}," \
-                "but the archive should reach $LAST_SEGMENT (a segment missing from the archive ends recovery early)"
+        if [[ "$actual" == "$FINAL" ]]; then
+            die "the restored server holds t3's changes: recovery went past the target time $TARGET_TIME"
         fi
-        die "restored server does not match the primary"
+        die "the restored server does not hold the rows committed by t2 (recovery replayed up to ${last_replayed:-no segment})"
     fi
-    if [[ "$last_replayed" != "$LAST_SEGMENT" ]]; then
-        die "rows match, but recovery replayed up to ${last_replayed:-nothing}, not $LAST_SEGMENT"
-    fi
+    [[ "$t3_rows" == 0 ]] || die "marker row t3 (id 103) is in the restored server: recovery went past $TARGET_TIME"
+    [[ -n "$stopped" ]] || die "rows match, but the restore log does not say that recovery stopped at the target"
 
     accounts=$(sed -n 's/.*accounts=\([0-9]*\) .*/\1/p' <<<"$EXPECTED" | head -n 1)
     balance=$(sed -n 's/.*balance_sum=\(-\{0,1\}[0-9]*\) .*/\1/p' <<<"$EXPECTED")
     markers=$(sed -n 's/^markers=\([0-9]*\).*/\1/p' <<<"$EXPECTED")
     say "archived $archived to $PITR_REPO (server $PITR_SERVER_NAME), 0 archive failures"
-    say "restored backup $BACKUP_ID by replaying $replayed segments through \`pitr wal-fetch\` ($first_replayed to $last_replayed)"
-    say "restored server holds the same rows as the primary: $accounts accounts, balance sum $balance, $markers marker rows   OK"
+    say "restored backup $BACKUP_ID to $TARGET_TIME with \`pitr restore --target-time\`" \
+        "(replayed $replayed segments through pitr wal-fetch, $first_replayed to $last_replayed)"
+    say "PostgreSQL: $stopped"
+    say "restored server holds exactly the rows committed by t2 ($T2_COMMIT) and none of t3's:" \
+        "$accounts accounts, balance sum $balance, $markers marker rows, no marker t3   OK"
 }
 
 main() {
@@ -468,9 +551,10 @@ main() {
     start_primary
     take_base_backup
     generate_load
+    make_timed_changes
     archive_everything
-    extract_backup
     sabotage
+    restore_backup
     start_restore
     wait_for_promotion
     verify_and_report

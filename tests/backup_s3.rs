@@ -296,6 +296,37 @@ fn barman_lists_and_restores_a_pitr_backup_and_pitr_lists_barmans() {
     let shown = pitr_cmd(&env, &["backup", "show", "from-barman"]);
     assert_eq!(shown.code, 0, "{shown:?}");
     assert!(shown.stdout.contains("DONE"), "{}", shown.stdout);
+
+    // pitr restores Barman's backup (its tars, its tablespace list) and the
+    // server recovers to the end of the archive.
+    pg.sql("insert into in_ts values (99998, 'after barman backup')");
+    let last = pg.switch_wal();
+    pg.wait_archived(&last, Duration::from_secs(120));
+    let expected = state(&pg);
+    let data = dir.join("pitr-from-barman");
+    let ts_map = format!(
+        "{oid}={}",
+        dir.join("ts1-pitr-from-barman").display(),
+        oid = theirs["tablespaces"][0]["oid"]
+    );
+    let r = pitr_cmd(
+        &env,
+        &[
+            "restore",
+            "--pgdata",
+            data.to_str().unwrap(),
+            "--backup-id",
+            "from-barman",
+            "--tablespace-map",
+            &ts_map,
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    if running_as_root() {
+        chown_postgres(&dir.join("ts1-pitr-from-barman"));
+    }
+    let restored = common::pg::start_restored(&data, &env, "archive_mode = off\n");
+    assert_eq!(state(&restored), expected);
 }
 
 #[test]

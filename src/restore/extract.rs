@@ -14,8 +14,8 @@ use crate::tar_walk::{TarMember, TarVisitor, TarWalker};
 
 /// `name` as a path inside the target, or why it is unsafe.
 fn safe_relative(name: &str) -> Result<PathBuf, String> {
-    if name.is_empty() || name.contains('\0') {
-        return Err("has an empty or invalid name".into());
+    if name.contains('\0') {
+        return Err("has an invalid name".into());
     }
     let path = Path::new(name);
     let mut out = PathBuf::new();
@@ -98,6 +98,16 @@ impl Extractor {
                 self.root.display()
             ))
         })?;
+        if rel.as_os_str().is_empty() {
+            // "." or "./": the target directory itself (Barman's tars start with it).
+            return match m.kind {
+                b'5' => Ok(()),
+                _ => Err(Error::Corrupt(format!(
+                    "{}: member '{}' has no name: refusing to restore it",
+                    self.archive, m.name
+                ))),
+            };
+        }
         let path = self.root.join(&rel);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| self.io("create", parent, e))?;
@@ -216,7 +226,8 @@ mod tests {
     #[test]
     fn extracts_files_dirs_and_inside_links() {
         let dir = tempfile::tempdir().unwrap();
-        let mut tar = header("base", 0, b'5');
+        let mut tar = header("./", 0, b'5');
+        tar.extend(header("base", 0, b'5'));
         tar.extend(member("base/1/1", b"page"));
         tar.extend(link_member("base/link", "1/1"));
         tar.extend(vec![0u8; 1024]);

@@ -323,18 +323,23 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
         .filter_map(|s| index.segments.get(s))
         .map(|s| s.stored_size)
         .sum();
-    let backup_bytes = backup
-        .details
-        .as_ref()
-        .map(|d| {
-            d.objects
-                .iter()
-                .filter(|o| o.kind != "manifest")
-                .map(|o| o.stored_size)
-                .sum()
-        })
-        .or(backup.info.size)
-        .unwrap_or(0);
+    let backup_bytes = match &backup.details {
+        Some(d) => d
+            .objects
+            .iter()
+            .filter(|o| o.kind != "manifest")
+            .map(|o| o.stored_size)
+            .sum(),
+        // Barman's backups: what is stored under base/<id>/.
+        None => repo
+            .store
+            .list(&repo.layout.backup_prefix(&backup.info.backup_id))
+            .await?
+            .iter()
+            .filter(|o| o.key.contains(".tar"))
+            .map(|o| o.size)
+            .sum(),
+    };
     let first_tli_of_backup = first_tli(&backup);
     let timeline_path = path
         .spans
