@@ -339,6 +339,7 @@ run_round() {
     log "round $r of $BENCH_RUNS (load: $(cut -d' ' -f1-3 /proc/loadavg))"
     run_pitr pitr-gzip "$r"
     run_barman barman-gzip "$r" --gzip
+    run_pitr pitr-gzip9 "$r" --compression-level 9
     run_barman barman-none "$r"
     run_pitr pitr-none "$r" --compression none
     run_pgbb pgbb-tar "$r"
@@ -350,6 +351,7 @@ run_round() {
 label() {
     case $1 in
     pitr-gzip) echo "pitr backup|gzip -1 (default)" ;;
+    pitr-gzip9) echo "pitr backup|--compression-level 9" ;;
     pitr-none) echo "pitr backup|--compression none" ;;
     barman-gzip) echo "barman-cloud-backup|--gzip (level 9)" ;;
     barman-none) echo "barman-cloud-backup|uncompressed" ;;
@@ -383,7 +385,7 @@ print_table() {
         "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})" \
         "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})" \
         "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})"
-    for key in pitr-gzip barman-gzip pgbb-tar-gz pitr-none barman-none pgbb-tar; do
+    for key in pitr-gzip pitr-gzip9 barman-gzip pgbb-tar-gz pitr-none barman-none pgbb-tar; do
         IFS='|' read -r tool variant <<<"$(label "$key")"
         wall=$(median "$key" 3); cpu=$(median "$key" 4); rss=$(median "$key" 5)
         bytes=$(median "$key" 6); pgcpu=$(median "$key" 7); stcpu=$(median "$key" 8)
@@ -409,8 +411,10 @@ ratio_line() {  # ratio_line KEY PITR_KEY
 
 print_ratios() {
     echo
-    echo "Ratios (same run, medians; compressed against pitr-gzip, uncompressed against pitr-none):"
+    echo "Ratios (same run, medians; compressed against pitr-gzip (and gzip -9 against"
+    echo "pitr-gzip9, the like-for-like level), uncompressed against pitr-none):"
     ratio_line barman-gzip pitr-gzip
+    ratio_line barman-gzip pitr-gzip9
     ratio_line pgbb-tar-gz pitr-gzip
     ratio_line barman-none pitr-none
     ratio_line pgbb-tar pitr-none

@@ -41,7 +41,11 @@ fn the_drill_restores_to_a_point_in_time() {
         "no marker t3   OK",
         "drill passed",
     ] {
-        assert!(r.stdout.contains(line), "missing {line:?} in:\n{}", r.stdout);
+        assert!(
+            r.stdout.contains(line),
+            "missing {line:?} in:\n{}",
+            r.stdout
+        );
     }
 }
 
@@ -52,9 +56,7 @@ fn the_drill_fails_on_a_gap_in_the_archive() {
     // pitr restore proves the chain before touching PGDATA, and refuses.
     assert!(r.stderr.contains("the archive has a gap"), "{}", r.stderr);
     assert!(
-        r.stderr
-            .contains("--target-time")
-            && r.stderr.contains("refused, PGDATA untouched"),
+        r.stderr.contains("--target-time") && r.stderr.contains("refused, PGDATA untouched"),
         "{}",
         r.stderr
     );

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 
 use super::id::BackupId;
 use super::info::{BackupInfo, BackupStatus};
@@ -51,21 +50,9 @@ impl CatalogEntry {
     }
 }
 
-async fn read_small(repo: &Repo, key: &str) -> Result<Option<Vec<u8>>> {
-    let Some(mut obj) = repo.store.get(key).await? else {
-        return Ok(None);
-    };
-    let mut body = Vec::new();
-    obj.body
-        .read_to_end(&mut body)
-        .await
-        .map_err(|e| Error::Store(format!("reading {key} failed: {e}")))?;
-    Ok(Some(body))
-}
-
 pub async fn read_info(repo: &Repo, id: &BackupId) -> Result<Option<BackupInfo>> {
     let key = repo.layout.backup_info_key(id);
-    match read_small(repo, &key).await? {
+    match repo.store.get_bytes(&key).await? {
         None => Ok(None),
         Some(body) => {
             BackupInfo::parse(id.clone(), &String::from_utf8_lossy(&body), &key).map(Some)
@@ -88,7 +75,7 @@ pub async fn write_info(repo: &Repo, info: &BackupInfo, if_absent: bool) -> Resu
 
 pub async fn read_details(repo: &Repo, id: &BackupId) -> Result<Option<BackupDetails>> {
     let key = repo.layout.backup_details_key(id);
-    match read_small(repo, &key).await? {
+    match repo.store.get_bytes(&key).await? {
         None => Ok(None),
         Some(body) => serde_json::from_slice(&body)
             .map(Some)

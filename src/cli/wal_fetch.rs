@@ -164,12 +164,9 @@ pub async fn run(args: WalFetchArgs) -> u8 {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return not_found(&repo, &name, &what, &e, standby, &secrets).await
             }
-            Err(e)
-                if matches!(e.kind(), ErrorKind::Config | ErrorKind::WrongKey)
-                    || attempt > args.retries =>
-            {
-                break e
-            }
+            // Bad settings cannot get better by waiting; anything else
+            // (a store hiccup, a damaged transfer) gets another try.
+            Err(e) if e.kind() == ErrorKind::Config || attempt > args.retries => break e,
             Err(e) => {
                 warn!(
                     "{what}: attempt {attempt} of {} failed: {}; retrying in {:.1}s",

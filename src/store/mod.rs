@@ -61,6 +61,19 @@ pub trait ObjectStore: Send + Sync {
     /// [`ObjectWriter::finish`] returns `Stored`.
     async fn writer(&self, key: &str, opts: PutOptions) -> Result<Box<dyn ObjectWriter>>;
 
+    /// Reads a small object whole (metadata files, not backups).
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        use tokio::io::AsyncReadExt;
+        let Some(mut obj) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let mut body = Vec::new();
+        obj.body.read_to_end(&mut body).await.map_err(|e| {
+            crate::error::Error::Store(format!("reading {key} from {} failed: {e}", self.url()))
+        })?;
+        Ok(Some(body))
+    }
+
     /// Stores a small object in one call.
     async fn put(&self, key: &str, data: Bytes, opts: PutOptions) -> Result<PutOutcome> {
         let mut w = self.writer(key, opts).await?;

@@ -173,6 +173,21 @@ impl S3Store {
     }
 }
 
+/// What HEAD and GET say about an object.
+fn object_info(
+    key: &str,
+    length: Option<i64>,
+    modified: Option<&aws_sdk_s3::primitives::DateTime>,
+    metadata: Option<&std::collections::HashMap<String, String>>,
+) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size: length.unwrap_or(0).max(0) as u64,
+        last_modified: to_utc(modified),
+        metadata: metadata.cloned().unwrap_or_default().into_iter().collect(),
+    }
+}
+
 fn to_utc(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
 }
@@ -192,17 +207,12 @@ impl ObjectStore for S3Store {
             .send()
             .await
         {
-            Ok(o) => Ok(Some(ObjectInfo {
-                key: key.to_string(),
-                size: o.content_length().unwrap_or(0).max(0) as u64,
-                last_modified: to_utc(o.last_modified()),
-                metadata: o
-                    .metadata()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-            })),
+            Ok(o) => Ok(Some(object_info(
+                key,
+                o.content_length(),
+                o.last_modified(),
+                o.metadata(),
+            ))),
             Err(e) if classify(&e) == Failure::NotFound => Ok(None),
             Err(e) => Err(to_error(e, "HEAD", key, &self.target())),
         }
@@ -218,17 +228,7 @@ impl ObjectStore for S3Store {
             .await
         {
             Ok(o) => {
-                let info = ObjectInfo {
-                    key: key.to_string(),
-                    size: o.content_length().unwrap_or(0).max(0) as u64,
-                    last_modified: to_utc(o.last_modified()),
-                    metadata: o
-                        .metadata()
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect(),
-                };
+                let info = object_info(key, o.content_length(), o.last_modified(), o.metadata());
                 Ok(Some(Object {
                     info,
                     body: Box::pin(o.body.into_async_read()),

@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
 use crate::repo::Repo;
@@ -22,14 +21,9 @@ pub struct RepoIdentity {
 /// Reads the identity record, if the repository has one.
 pub async fn load(repo: &Repo) -> Result<Option<RepoIdentity>> {
     let key = repo.layout.identity_key();
-    let Some(mut obj) = repo.store.get(&key).await? else {
+    let Some(body) = repo.store.get_bytes(&key).await? else {
         return Ok(None);
     };
-    let mut body = Vec::new();
-    obj.body
-        .read_to_end(&mut body)
-        .await
-        .map_err(|e| Error::Store(format!("reading {key} failed: {e}")))?;
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| Error::Corrupt(format!("{key} is not a valid pitr identity record: {e}")))

@@ -87,17 +87,29 @@ impl Pg {
     }
 
     /// Starts the server with `env` in its environment (which is what
-    /// archive_command and restore_command see).
+    /// archive_command and restore_command see) and waits until it accepts
+    /// connections.
     pub fn start(&mut self, env: &[(String, String)]) {
+        self.pg_ctl_start(env, &["-w", "-t", "120"]);
+    }
+
+    /// Starts a server that will run recovery; does not wait for it to accept connections.
+    pub fn start_nowait(&mut self, env: &[(String, String)]) {
+        self.pg_ctl_start(env, &["-W"]);
+    }
+
+    fn pg_ctl_start(&mut self, env: &[(String, String)], wait: &[&str]) {
         self.env = env.to_vec();
-        let mut cmd = tool("pg_ctl");
-        cmd.arg("-D")
+        let out = tool("pg_ctl")
+            .arg("-D")
             .arg(&self.data)
             .arg("-l")
             .arg(self.log_path())
-            .args(["-w", "-t", "120", "start"])
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let out = cmd.output().unwrap();
+            .args(wait)
+            .arg("start")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
         if !out.status.success() {
             panic!(
                 "pg_ctl start failed: {}\n--- server log ---\n{}",
@@ -105,21 +117,6 @@ impl Pg {
                 self.log()
             );
         }
-        self.running = true;
-    }
-
-    /// Starts a server that will run recovery; does not wait for it to accept connections.
-    pub fn start_nowait(&mut self, env: &[(String, String)]) {
-        self.env = env.to_vec();
-        run_ok(
-            tool("pg_ctl")
-                .arg("-D")
-                .arg(&self.data)
-                .arg("-l")
-                .arg(self.log_path())
-                .args(["-W", "start"])
-                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        );
         self.running = true;
     }
 
@@ -143,26 +140,31 @@ impl Pg {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn psql_cmd(&self, sql: &str) -> Command {
-        let mut c = tool("psql");
+    /// A client program pointed at this server as the `postgres` role.
+    fn client(&self, program: &str) -> Command {
+        let mut c = tool(program);
         c.arg("-h")
             .arg(&self.sock)
             .arg("-p")
             .arg(self.port.to_string())
-            .args([
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ]);
+            .args(["-U", "postgres"]);
+        c
+    }
+
+    fn psql_cmd(&self, sql: &str) -> Command {
+        let mut c = self.client("psql");
+        c.args([
+            "-d",
+            "postgres",
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ]);
         c
     }
 
@@ -189,36 +191,14 @@ impl Pg {
 
     /// Runs pgbench against this server.
     pub fn pgbench(&self, args: &[&str]) {
-        run_ok(
-            tool("pgbench")
-                .arg("-h")
-                .arg(&self.sock)
-                .arg("-p")
-                .arg(self.port.to_string())
-                .args(["-U", "postgres"])
-                .args(args)
-                .arg("postgres"),
-        );
+        run_ok(self.client("pgbench").args(args).arg("postgres"));
     }
 
     /// A base backup without WAL (everything must come from the archive).
     pub fn basebackup_without_wal(&self, dest: &Path) {
         run_ok(
-            tool("pg_basebackup")
-                .arg("-h")
-                .arg(&self.sock)
-                .arg("-p")
-                .arg(self.port.to_string())
-                .args([
-                    "-U",
-                    "postgres",
-                    "-X",
-                    "none",
-                    "-c",
-                    "fast",
-                    "--no-sync",
-                    "-D",
-                ])
+            self.client("pg_basebackup")
+                .args(["-X", "none", "-c", "fast", "--no-sync", "-D"])
                 .arg(dest),
         );
     }
