@@ -1,24 +1,32 @@
 //! The restore planner: from a target to a backup and the WAL chain that
 //! reaches it, proven complete before anything is touched.
 //!
-//! How a time target maps to segments: the store's time of arrival of a
-//! segment bounds every commit in it from above (a segment is archived
-//! after it is written). So every segment that arrived at or before the
-//! target time must be replayed, and the first segment that arrived after it
-//! is the last one recovery can need: the commit that ends recovery is in
-//! it or before it. Reading commit timestamps from the WAL records would
-//! be exact; archive times are an upper bound, which is what the plan
-//! states.
+//! How a time, xid or restore-point target maps to segments: exactly, by
+//! reading the WAL records. Recovery to a time stops at the first
+//! transaction that ends after it (at or after it with `--exclusive`); the
+//! planner reads commit and abort records, with their timestamps, until it
+//! finds that transaction, and the segment holding it is the last one
+//! recovery needs. To read little, it starts just before the first segment
+//! the store received after the target time: a segment is archived after it
+//! is written, so earlier arrivals hold only earlier commits (archive times
+//! are a lower bound on where the answer is, never the answer). If the
+//! archive times run backwards (a copied repository), it reads from the
+//! backup's end. xid and restore-point targets are found the same way.
 
 use serde::Serialize;
+
+use std::collections::HashMap;
 
 use super::archive_index::ArchiveIndex;
 use super::target::{Target, TargetAction, TimelineTarget};
 use crate::backup::catalog::{self, CatalogEntry};
+use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::repo::Repo;
+use crate::transfer;
 use crate::wal::history::TimelinePath;
-use crate::wal::{Lsn, SegmentName, TimelineId};
+use crate::wal::records::{WalEvent, WalScanner};
+use crate::wal::{locate, Lsn, SegmentName, TimelineId, WalFileName};
 
 const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
@@ -100,6 +108,244 @@ fn ends_before(e: &CatalogEntry, target: &Target) -> std::result::Result<(), Str
     }
 }
 
+/// WAL events per segment, read on demand, each segment once.
+struct Events<'a> {
+    repo: &'a Repo,
+    scanner: WalScanner,
+    cache: HashMap<SegmentName, Vec<WalEvent>>,
+}
+
+impl Events<'_> {
+    async fn of(&mut self, name: &SegmentName) -> Result<&[WalEvent]> {
+        if !self.cache.contains_key(name) {
+            let file = WalFileName::Segment(*name);
+            let obj = locate::open(self.repo, &file)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("{name} vanished from the archive")))?;
+            let suffix = self
+                .repo
+                .layout
+                .wal_suffix_of(&file, &obj.info.key)
+                .unwrap_or("");
+            let compression = Compression::for_suffix(suffix, &obj.info.key)?;
+            let (_, bytes) =
+                transfer::download(obj, compression, self.repo.codec.key.clone(), Vec::new())
+                    .await?;
+            let events = self.scanner.scan(&bytes, &name.to_string())?;
+            self.cache.insert(*name, events);
+        }
+        Ok(&self.cache[name])
+    }
+}
+
+/// The event that ends recovery for `target`, among `events`.
+fn stop_event<'e>(
+    target: &Target,
+    exclusive: bool,
+    events: &'e [WalEvent],
+    after: Lsn,
+) -> Option<&'e WalEvent> {
+    events
+        .iter()
+        .filter(|e| e.lsn() >= after)
+        .find(|e| match (target, e) {
+            (Target::Time { time, .. }, WalEvent::TxEnd { time: t, .. }) => {
+                if exclusive {
+                    *t >= *time
+                } else {
+                    *t > *time
+                }
+            }
+            (Target::Xid { xid }, WalEvent::TxEnd { xid: x, .. }) => {
+                u64::from(*x) == *xid & 0xFFFF_FFFF
+            }
+            (Target::Name { name }, WalEvent::RestorePoint { name: n, .. }) => n == name,
+            _ => false,
+        })
+}
+
+fn describe_stop(target: &Target, e: &WalEvent, segment: &SegmentName) -> String {
+    match e {
+        WalEvent::TxEnd { xid, time, committed, lsn } => format!(
+            "recovery stops at transaction {xid}, which {} at {} (LSN {lsn}, segment {segment}){}",
+            if *committed { "committed" } else { "aborted" },
+            time.to_rfc3339(),
+            match target {
+                Target::Time { .. } => ": the first to end after the target, read from the WAL",
+                _ => "",
+            }
+        ),
+        WalEvent::RestorePoint { name, time, lsn } => format!(
+            "recovery stops at restore point '{name}', created at {} (LSN {lsn}, segment {segment})",
+            time.to_rfc3339()
+        ),
+    }
+}
+
+/// Why a chain from one backup does not work.
+enum ChainError {
+    /// The target lies before this backup became consistent: an older
+    /// backup may do.
+    TooLate(String),
+    Fatal(Error),
+}
+
+impl From<Error> for ChainError {
+    fn from(e: Error) -> Self {
+        ChainError::Fatal(e)
+    }
+}
+
+struct Chain {
+    segments: Vec<SegmentName>,
+    reached_by: String,
+}
+
+/// Walks the WAL from `backup` along `path` as far as the target needs,
+/// proving every segment is there.
+async fn chain(
+    index: &ArchiveIndex,
+    path: &TimelinePath,
+    backup: &CatalogEntry,
+    req: &PlanRequest,
+    events: &mut Events<'_>,
+) -> std::result::Result<Chain, ChainError> {
+    let seg = seg_size(backup);
+    let begin = backup.info.begin_xlog.expect("checked by the caller");
+    let end = backup.info.end_xlog.expect("checked by the caller");
+    let first = begin.segment_number(seg);
+    let end_n = end.segment_number(seg);
+    let name_of = |n: u64| SegmentName::from_number(path.timeline_of_segment(n, seg), n, seg);
+
+    // Where reading WAL records starts.
+    let scan_from = match &req.target {
+        Target::Time { time, .. } => {
+            let arrivals: Vec<(u64, Option<chrono::DateTime<chrono::Utc>>)> = (end_n..)
+                .map(|n| (n, index.segments.get(&name_of(n)).map(|s| s.archived_at)))
+                .take_while(|(_, a)| a.is_some())
+                .map(|(n, a)| (n, a.flatten()))
+                .collect();
+            let ordered = arrivals
+                .windows(2)
+                .all(|w| matches!((w[0].1, w[1].1), (Some(a), Some(b)) if a <= b));
+            let first_after = arrivals
+                .iter()
+                .find(|(_, a)| a.is_some_and(|a| a > *time))
+                .map(|(n, _)| *n);
+            match (ordered, first_after) {
+                (true, Some(n)) => n.saturating_sub(1).max(end_n),
+                _ => end_n,
+            }
+        }
+        Target::Xid { .. } | Target::Name { .. } => first,
+        _ => u64::MAX,
+    };
+
+    let mut segments = Vec::new();
+    let mut n = first;
+    loop {
+        let name = name_of(n);
+        if !index.segments.contains_key(&name) {
+            if n <= end_n {
+                return Err(Error::Store(format!(
+                    "backup {} cannot be restored: WAL it needs is missing from the archive: {name}",
+                    backup.info.backup_id
+                ))
+                .into());
+            }
+            if let Some(later) = later_segment(index, path, n, seg) {
+                let missing: Vec<SegmentName> = (n..later.segment_number(seg))
+                    .map(name_of)
+                    .filter(|s| !index.segments.contains_key(s))
+                    .collect();
+                return Err(Error::Store(format!(
+                    "{} cannot be reached: the archive has a gap: {} missing, but {later} is \
+                     archived, and recovery would stop at the gap",
+                    req.target,
+                    missing_text(&missing)
+                ))
+                .into());
+            }
+            let last = segments
+                .last()
+                .map(|s: &SegmentName| s.to_string())
+                .unwrap_or_default();
+            return match &req.target {
+                Target::Latest => Ok(Chain {
+                    reached_by: format!("replaying every archived segment, up to {last}"),
+                    segments,
+                }),
+                Target::Time { .. } => {
+                    let last_end = events
+                        .cache
+                        .values()
+                        .flatten()
+                        .filter_map(|e| match e {
+                            WalEvent::TxEnd { time, .. } => Some(*time),
+                            _ => None,
+                        })
+                        .max();
+                    Err(Error::Config(format!(
+                        "{} is after the latest recoverable point: the archive ends with segment \
+                         {last}{}; recovery would end before reaching the target",
+                        req.target,
+                        last_end
+                            .map(|t| format!(
+                                ", whose last transaction ended at {}",
+                                t.to_rfc3339()
+                            ))
+                            .unwrap_or_default()
+                    ))
+                    .into())
+                }
+                _ => Err(Error::Config(format!(
+                    "{} is not in the archived WAL after backup {} (read up to {last}): recovery \
+                     would end before reaching it",
+                    req.target, backup.info.backup_id
+                ))
+                .into()),
+            };
+        }
+        segments.push(name);
+        match &req.target {
+            Target::Immediate if n >= end_n => {
+                return Ok(Chain {
+                    segments,
+                    reached_by: "stopping as soon as the backup is consistent".into(),
+                })
+            }
+            Target::Lsn { lsn } if n >= end_n.max(lsn.segment_number(seg)) => {
+                return Ok(Chain {
+                    segments,
+                    reached_by: format!("replaying up to LSN {lsn}, in segment {name}"),
+                })
+            }
+            Target::Time { .. } | Target::Xid { .. } | Target::Name { .. } if n >= scan_from => {
+                let found = stop_event(&req.target, req.exclusive, events.of(&name).await?, Lsn(0))
+                    .cloned();
+                if let Some(e) = found {
+                    if e.lsn() < end {
+                        return Err(ChainError::TooLate(format!(
+                            "{} is at {} in segment {name}, before backup {} became consistent at {end}",
+                            req.target,
+                            e.lsn(),
+                            backup.info.backup_id
+                        )));
+                    }
+                    if n >= end_n {
+                        return Ok(Chain {
+                            reached_by: describe_stop(&req.target, &e, &name),
+                            segments,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+        n += 1;
+    }
+}
+
 /// Plans a restore. Errors say why the target is unreachable, with the
 /// earliest and latest recoverable points, or name the missing segments.
 pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
@@ -130,35 +376,25 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
         None => None,
     };
     let index = ArchiveIndex::load(repo).await?;
-
-    // The target timeline and its ancestry.
-    let first_tli = |e: &CatalogEntry| {
-        TimelineId::new(e.info.timeline.unwrap_or(1)).unwrap_or(TimelineId::new(1).unwrap())
-    };
+    let one = TimelineId::new(1).expect("1 is a timeline");
+    let tli_of = |e: &CatalogEntry| e.info.timeline.and_then(TimelineId::new).unwrap_or(one);
     let timeline = match req.timeline {
         TimelineTarget::Id(t) => t,
-        TimelineTarget::Latest => {
-            let from = forced
-                .as_ref()
-                .map(first_tli)
-                .unwrap_or(TimelineId::new(1).unwrap());
-            index.latest_timeline(from)
+        TimelineTarget::Latest => index.latest_timeline(forced.as_ref().map(tli_of).unwrap_or(one)),
+        TimelineTarget::Current => {
+            tli_of(forced.as_ref().unwrap_or(usable.last().expect("not empty")))
         }
-        TimelineTarget::Current => match &forced {
-            Some(e) => first_tli(e),
-            None => first_tli(usable.last().expect("not empty")),
-        },
     };
     let path = index.path(repo, timeline).await?;
 
-    // The newest usable backup on the path that ends before the target.
+    // Usable backups on the path that end before the target, newest first.
     let mut refusals = Vec::new();
     let candidates: Vec<&CatalogEntry> = match &forced {
         Some(e) => vec![e],
-        None => usable.clone(),
+        None => usable.iter().rev().copied().collect(),
     };
-    let mut chosen = None;
-    for e in candidates.iter().rev() {
+    let mut fitting = Vec::new();
+    for e in candidates {
         let (Some(end), Some(_)) = (e.info.end_xlog, e.info.begin_xlog) else {
             refusals.push(format!(
                 "{}: no begin/end LSN in backup.info",
@@ -166,31 +402,26 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
             ));
             continue;
         };
-        if let Err(fork) = path.check_contains(first_tli(e), end) {
-            refusals.push(match fork {
-                Some(at) => format!(
-                    "{}: timeline {} forked from timeline {} at {at}, before the backup ended at {end}",
-                    e.info.backup_id,
-                    timeline.get(),
-                    first_tli(e).get()
-                ),
-                None => format!(
-                    "{}: its timeline {} is not an ancestor of timeline {}",
-                    e.info.backup_id,
-                    first_tli(e).get(),
-                    timeline.get()
-                ),
-            });
-            continue;
+        match path.check_contains(tli_of(e), end) {
+            Err(Some(at)) => refusals.push(format!(
+                "{}: timeline {} forked from timeline {} at {at}, before the backup ended at {end}",
+                e.info.backup_id,
+                timeline.get(),
+                tli_of(e).get()
+            )),
+            Err(None) => refusals.push(format!(
+                "{}: its timeline {} is not an ancestor of timeline {}",
+                e.info.backup_id,
+                tli_of(e).get(),
+                timeline.get()
+            )),
+            Ok(()) => match ends_before(e, &req.target) {
+                Err(why) => refusals.push(format!("{}: {why}", e.info.backup_id)),
+                Ok(()) => fitting.push(e),
+            },
         }
-        if let Err(why) = ends_before(e, &req.target) {
-            refusals.push(format!("{}: {why}", e.info.backup_id));
-            continue;
-        }
-        chosen = Some((*e).clone());
-        break;
     }
-    let backup = chosen.ok_or_else(|| {
+    let unreachable = |refusals: &[String]| {
         let earliest = usable
             .first()
             .map(|e| describe_point(e))
@@ -203,163 +434,74 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
             timeline.get(),
             refusals.join("; ")
         ))
-    })?;
-
-    let seg = seg_size(&backup);
-    let begin = backup.info.begin_xlog.expect("checked");
-    let end = backup.info.end_xlog.expect("checked");
-    let first = begin.segment_number(seg);
-    let backup_end = end.segment_number(seg);
-    let name_of = |n: u64| SegmentName::from_number(path.timeline_of_segment(n, seg), n, seg);
-    let mut notes = Vec::new();
-    if let Target::Time {
-        zone_given: false, ..
-    } = req.target
-    {
-        notes.push("the target time has no zone: it is taken as UTC".to_string());
-    }
-
-    // Walk the chain as far as the target needs.
-    let mut segments = Vec::new();
-    let mut missing = Vec::new();
-    let mut n = first;
-    let reached_by;
-    loop {
-        let name = name_of(n);
-        let found = index.segments.get(&name);
-        let past_backup = n > backup_end;
-        match (&req.target, found) {
-            (_, None) if !past_backup => missing.push(name),
-            (Target::Immediate, _) if past_backup => {
-                reached_by = "stopping as soon as the backup is consistent".to_string();
-                break;
-            }
-            (Target::Lsn { lsn }, _) if past_backup && n > lsn.segment_number(seg) => {
-                reached_by = format!(
-                    "replaying up to LSN {lsn}, in segment {}",
-                    name_of(lsn.segment_number(seg))
-                );
-                break;
-            }
-            (Target::Lsn { lsn }, None) => {
-                missing.push(name);
-                return Err(Error::Store(format!(
-                    "LSN {lsn} cannot be reached: {}. Latest recoverable point: {}",
-                    missing_text(&missing),
-                    latest_point(&index, &backup)
-                )));
-            }
-            (Target::Time { time, .. }, Some(s))
-                if past_backup && s.archived_at.is_some_and(|a| a > *time) =>
-            {
-                segments.push(name);
-                reached_by = format!(
-                    "replaying to the first commit after {}: segment {name} was archived at {}, \
-                     after the target, so that commit is in it or before it (archive times \
-                     bound commit times from above)",
-                    super::target::pg_time(time),
-                    s.archived_at.map(|a| a.to_rfc3339()).unwrap_or_default()
-                );
-                break;
-            }
-            (Target::Time { time, .. }, None) => {
-                return Err(match later_segment(&index, &path, n, seg) {
-                    Some(later) => Error::Store(format!(
-                        "{} cannot be reached: the archive has a gap: {name} is missing, {later} is archived",
-                        req.target
-                    )),
-                    None => Error::Config(format!(
-                        "time {} is after the latest recoverable point: {}",
-                        super::target::pg_time(time),
-                        latest_point(&index, &backup)
-                    )),
-                });
-            }
-            (_, None) => {
-                // Latest, xid and name targets replay to the end of the archive.
-                if let Some(later) = later_segment(&index, &path, n, seg) {
-                    return Err(Error::Store(format!(
-                        "{} cannot be reached: the archive has a gap: {name} is missing, but {later} is archived; \
-                         recovery would stop at the gap. Latest recoverable point: {}",
-                        req.target,
-                        segments.last().map(|s: &SegmentName| s.to_string()).unwrap_or_default()
-                    )));
-                }
-                reached_by = match &req.target {
-                    Target::Xid { xid } => format!(
-                        "replaying until transaction {xid} commits; the archive is complete up to {}, \
-                         and recovery fails if the transaction is not in it",
-                        segments.last().map(|s| s.to_string()).unwrap_or_default()
-                    ),
-                    Target::Name { name } => format!(
-                        "replaying until restore point '{name}'; the archive is complete up to {}, and \
-                         recovery fails if the restore point is not in it",
-                        segments.last().map(|s| s.to_string()).unwrap_or_default()
-                    ),
-                    _ => format!(
-                        "replaying every archived segment, up to {}",
-                        segments.last().map(|s| s.to_string()).unwrap_or_default()
-                    ),
-                };
-                break;
-            }
-            (_, Some(_)) => {}
-        }
-        if found.is_some() {
-            segments.push(name);
-        }
-        n += 1;
-    }
-    if !missing.is_empty() {
-        return Err(Error::Store(format!(
-            "backup {} cannot be restored: WAL it needs is missing from the archive: {}",
-            backup.info.backup_id,
-            missing_text(&missing)
-        )));
-    }
-
-    let wal_bytes = segments
-        .iter()
-        .filter_map(|s| index.segments.get(s))
-        .map(|s| s.stored_size)
-        .sum();
-    let backup_bytes = match &backup.details {
-        Some(d) => d
-            .objects
-            .iter()
-            .filter(|o| o.kind != "manifest")
-            .map(|o| o.stored_size)
-            .sum(),
-        // Barman's backups: what is stored under base/<id>/.
-        None => repo
-            .store
-            .list(&repo.layout.backup_prefix(&backup.info.backup_id))
-            .await?
-            .iter()
-            .filter(|o| o.key.contains(".tar"))
-            .map(|o| o.size)
-            .sum(),
     };
-    let first_tli_of_backup = first_tli(&backup);
-    let timeline_path = path
-        .spans
-        .iter()
-        .skip_while(|s| s.timeline != first_tli_of_backup)
-        .map(|s| (s.timeline, s.end))
-        .collect();
-    Ok(Plan {
-        backup,
-        target: req.target.clone(),
-        exclusive: req.exclusive,
-        action: req.action,
-        timeline,
-        timeline_path,
-        segments,
-        wal_bytes,
-        backup_bytes,
-        reached_by,
-        notes,
-    })
+
+    let mut events = Events {
+        repo,
+        scanner: WalScanner::default(),
+        cache: HashMap::new(),
+    };
+    for backup in fitting {
+        let found = match chain(&index, &path, backup, req, &mut events).await {
+            Ok(c) => c,
+            Err(ChainError::TooLate(why)) => {
+                refusals.push(why);
+                continue;
+            }
+            Err(ChainError::Fatal(e)) => return Err(e),
+        };
+        let mut notes = Vec::new();
+        if let Target::Time {
+            zone_given: false, ..
+        } = req.target
+        {
+            notes.push("the target time has no zone: it is taken as UTC".to_string());
+        }
+        let wal_bytes = found
+            .segments
+            .iter()
+            .filter_map(|s| index.segments.get(s))
+            .map(|s| s.stored_size)
+            .sum();
+        let backup_bytes = match &backup.details {
+            Some(d) => d
+                .objects
+                .iter()
+                .filter(|o| o.kind != "manifest")
+                .map(|o| o.stored_size)
+                .sum(),
+            // Barman's backups: what is stored under base/<id>/.
+            None => repo
+                .store
+                .list(&repo.layout.backup_prefix(&backup.info.backup_id))
+                .await?
+                .iter()
+                .filter(|o| o.key.contains(".tar"))
+                .map(|o| o.size)
+                .sum(),
+        };
+        let backup_tli = tli_of(backup);
+        let timeline_path = path
+            .spans
+            .iter()
+            .skip_while(|s| s.timeline != backup_tli)
+            .map(|s| (s.timeline, s.end))
+            .collect();
+        return Ok(Plan {
+            backup: backup.clone(),
+            target: req.target.clone(),
+            exclusive: req.exclusive,
+            action: req.action,
+            timeline,
+            timeline_path,
+            segments: found.segments,
+            wal_bytes,
+            backup_bytes,
+            reached_by: found.reached_by,
+            notes,
+        });
+    }
+    Err(unreachable(&refusals))
 }
 
 /// A segment after number `n` on the path, if the archive has one.
@@ -399,18 +541,17 @@ fn latest_point(index: &ArchiveIndex, backup: &CatalogEntry) -> String {
 }
 
 fn missing_text(missing: &[SegmentName]) -> String {
-    if missing.len() <= 6 {
-        missing
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    } else {
-        format!(
-            "{} segments, {} to {}",
-            missing.len(),
-            missing[0],
-            missing[missing.len() - 1]
-        )
+    match missing {
+        [one] => format!("{one} is"),
+        few if few.len() <= 6 => {
+            let names: Vec<String> = few.iter().map(|s| s.to_string()).collect();
+            format!("{} are", names.join(", "))
+        }
+        many => format!(
+            "{} segments, {} to {}, are",
+            many.len(),
+            many[0],
+            many[many.len() - 1]
+        ),
     }
 }

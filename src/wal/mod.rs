@@ -9,6 +9,7 @@ pub mod lsn;
 pub mod name;
 pub mod page_header;
 pub mod push;
+pub mod records;
 pub mod timeline;
 
 pub use lsn::Lsn;
