@@ -176,15 +176,47 @@ fn every_target_kind_lands_on_the_right_rows() {
     assert!(!Path::new("/nonexistent/x").exists());
     // Read from the WAL: the transaction that ends recovery is row 3's.
     let reached = plan["reached_by"].as_str().unwrap();
-    assert!(reached.contains(&format!("transaction {}", s.xids[2])), "{reached}");
+    assert!(
+        reached.contains(&format!("transaction {}", s.xids[2])),
+        "{reached}"
+    );
     // A time after every archived commit cannot be reached.
-    let r = pitr_run(&s.env, &["restore", "--pgdata", "/nonexistent/x", "--target-time", "2100-01-01T00:00:00Z", "--dry-run"]);
+    let r = pitr_run(
+        &s.env,
+        &[
+            "restore",
+            "--pgdata",
+            "/nonexistent/x",
+            "--target-time",
+            "2100-01-01T00:00:00Z",
+            "--dry-run",
+        ],
+    );
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("after the latest recoverable point"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("after the latest recoverable point"),
+        "{}",
+        r.stderr
+    );
     // A restore point that does not exist is refused before restoring.
-    let r = pitr_run(&s.env, &["restore", "--pgdata", "/nonexistent/x", "--target-name", "no-such-point", "--dry-run"]);
+    let r = pitr_run(
+        &s.env,
+        &[
+            "restore",
+            "--pgdata",
+            "/nonexistent/x",
+            "--target-name",
+            "no-such-point",
+            "--dry-run",
+        ],
+    );
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("restore point 'no-such-point' is not in the archived WAL"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("restore point 'no-such-point' is not in the archived WAL"),
+        "{}",
+        r.stderr
+    );
 
     let (rows, _a) = s.rows_after("by-time", &["--target-time", &between_2_and_3], false);
     assert_eq!(rows, "1,2", "time between t2 and t3");

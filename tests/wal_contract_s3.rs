@@ -22,7 +22,15 @@ fn push(env: &[(String, String)], path: &Path, extra: &[&str]) -> Run {
 fn fetch(env: &[(String, String)], name: &str, dest: &Path, extra: &[&str]) -> Run {
     run(pitr()
         .envs(env.iter().cloned())
-        .args(["wal-fetch", "--retries", "1", "--retry-wait", "0.05"])
+        .args([
+            "wal-fetch",
+            "--retries",
+            "1",
+            "--retry-wait",
+            "0.05",
+            "--prefetch",
+            "0",
+        ])
         .args(extra)
         .arg(name)
         .arg(dest))
@@ -456,4 +464,71 @@ fn every_archive_file_kind_round_trips() {
     let r = push(&env, &junk, &[]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("is not a WAL file name"), "{}", r.stderr);
+}
+
+#[test]
+fn wal_fetch_prefetches_the_next_segments() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("prefetch");
+    let dir = TestDir::new("prefetch");
+    let env = rgw.pitr_env(&bucket, "main");
+    // Segments 1 to 4 of one cluster: the first, and renamed copies whose
+    // page headers say they are 2, 3, 4.
+    let seg = fresh_segment(&dir, "a");
+    let bytes = std::fs::read(&seg).unwrap();
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for n in 1u64..=4 {
+        let mut b = bytes.clone();
+        b[8..16].copy_from_slice(&(n * (16 << 20)).to_le_bytes());
+        let f = files.join(format!("0000000100000000000000{n:02X}"));
+        std::fs::write(&f, &b).unwrap();
+        assert_eq!(push(&env, &f, &[]).code, 0);
+    }
+    let pg_wal = dir.join("pgdata/pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let fetch_pf = |name: &str| {
+        run(pitr()
+            .envs(env.iter().cloned())
+            .args(["wal-fetch", "--prefetch", "2", name])
+            .arg(&dest))
+    };
+
+    let r = fetch_pf("000000010000000000000001");
+    assert_eq!(r.code, 0, "{r:?}");
+    let spool = pg_wal.join(".pitr-prefetch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(spool.join("000000010000000000000002").exists()
+        && spool.join("000000010000000000000003").exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prefetcher did not spool 2 and 3"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = fetch_pf("000000010000000000000002");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("restored from the prefetch spool"),
+        "{}",
+        r.stderr
+    );
+    let mut expected = bytes.clone();
+    expected[8..16].copy_from_slice(&(2u64 * (16 << 20)).to_le_bytes());
+    assert!(
+        std::fs::read(&dest).unwrap() == expected,
+        "the spooled copy is the archived segment"
+    );
+    // A spool filled from another repository is never used.
+    std::fs::write(spool.join(".source"), "s3://elsewhere (other)").unwrap();
+    let r = fetch_pf("000000010000000000000003");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stderr.contains("prefetch spool"), "{}", r.stderr);
+    // At the end of the archive the spool is removed.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = fetch_pf("000000010000000000000009");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(!spool.exists(), "spool cleared at the end of the archive");
 }

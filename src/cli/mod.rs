@@ -9,6 +9,7 @@ pub mod progress;
 pub mod repo_args;
 pub mod restore;
 pub mod wal_fetch;
+pub mod wal_prefetch;
 pub mod wal_push;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,9 @@ pub enum Command {
     WalPush(wal_push::WalPushArgs),
     /// Restore one WAL file: restore_command = 'pitr wal-fetch %f %p'
     WalFetch(wal_fetch::WalFetchArgs),
+    /// Download WAL ahead for wal-fetch (started by wal-fetch itself)
+    #[command(hide = true)]
+    WalPrefetch(wal_prefetch::WalPrefetchArgs),
     /// Take a base backup over the replication protocol, or manage backups
     Backup(Box<backup::BackupArgs>),
     /// Restore a backup and recover to a point in time (time, LSN, xid, name, latest)
@@ -52,6 +56,7 @@ pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::WalPush(args) => wal_push::run(args).await,
         Command::WalFetch(args) => wal_fetch::run(args).await,
+        Command::WalPrefetch(args) => wal_prefetch::run(args).await,
         Command::Backup(args) => backup::run(*args).await,
         Command::Restore(args) => restore::run(*args).await,
     }

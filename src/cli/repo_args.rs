@@ -58,7 +58,45 @@ pub struct RepoArgs {
     pub encryption_key_file: Option<PathBuf>,
 }
 
+fn absolute(p: &std::path::Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
 impl RepoArgs {
+    /// The flags that reach this repository for reading (repository,
+    /// server, endpoint, CA, key file), for a command pitr writes or starts
+    /// itself: restore_command, the prefetcher. Never credentials.
+    pub fn fetch_args(&self) -> Vec<String> {
+        let flags: [(&str, Option<String>); 6] = [
+            ("--repo", self.repo.clone()),
+            ("--server-name", self.server_name.clone()),
+            ("--endpoint-url", self.endpoint_url.clone()),
+            (
+                "--region",
+                Some(self.region.clone()).filter(|x| x != "us-east-1"),
+            ),
+            ("--ca-bundle", self.ca_bundle.as_deref().map(absolute)),
+            (
+                "--encryption-key-file",
+                self.encryption_key_file.as_deref().map(absolute),
+            ),
+        ];
+        let mut out = Vec::new();
+        for (flag, value) in flags {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                out.push(flag.to_string());
+                out.push(v);
+            }
+        }
+        if self.virtual_host_style {
+            out.push("--virtual-host-style".into());
+        }
+        out
+    }
+
     pub fn to_config(&self) -> Result<RepoConfig> {
         let compression = match self.compression.parse::<Compression>()? {
             Compression::Gzip { .. } => Compression::Gzip {

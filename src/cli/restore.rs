@@ -131,39 +131,10 @@ impl RestoreArgs {
             parts.push(format!("--config {}", shell_quote(&config)));
         }
         parts.push("wal-fetch".into());
-        let r = &self.repo;
-        let flags: [(&str, Option<String>); 6] = [
-            ("--repo", r.repo.clone()),
-            ("--server-name", r.server_name.clone()),
-            ("--endpoint-url", r.endpoint_url.clone()),
-            (
-                "--region",
-                Some(r.region.clone()).filter(|x| x != "us-east-1"),
-            ),
-            ("--ca-bundle", r.ca_bundle.as_ref().map(|p| absolute(p))),
-            (
-                "--encryption-key-file",
-                r.encryption_key_file.as_ref().map(|p| absolute(p)),
-            ),
-        ];
-        for (flag, value) in flags {
-            if let Some(v) = value.filter(|v| !v.is_empty()) {
-                parts.push(format!("{flag} {}", shell_quote(&v)));
-            }
-        }
-        if r.virtual_host_style {
-            parts.push("--virtual-host-style".into());
-        }
+        parts.extend(self.repo.fetch_args().iter().map(|a| shell_quote(a)));
         parts.push("%f %p".into());
         parts.join(" ")
     }
-}
-
-fn absolute(p: &std::path::Path) -> String {
-    std::path::absolute(p)
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
 }
 
 fn shell_quote(s: &str) -> String {

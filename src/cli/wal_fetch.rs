@@ -18,7 +18,10 @@ use pitr::config::redact;
 use pitr::error::{Error, ErrorKind};
 use pitr::repo::Repo;
 use pitr::wal::fetch::fetch;
-use pitr::wal::{locate, WalFileName};
+use std::os::unix::process::CommandExt;
+
+use pitr::wal::page_header::{LongPageHeader, LONG_HEADER_LEN};
+use pitr::wal::{locate, prefetch, SegmentName, WalFileName};
 
 #[derive(Debug, Args)]
 pub struct WalFetchArgs {
@@ -42,6 +45,11 @@ pub struct WalFetchArgs {
     /// Seconds to wait before the first retry (doubling after each)
     #[arg(long, env = "PITR_FETCH_RETRY_WAIT", default_value_t = 1.0)]
     pub retry_wait: f64,
+
+    /// Segments to download ahead into pg_wal/.pitr-prefetch while
+    /// PostgreSQL replays (0 turns prefetching off)
+    #[arg(long, env = "PITR_PREFETCH", default_value_t = 8)]
+    pub prefetch: u32,
 
     /// The WAL file PostgreSQL asks for (%f)
     pub name: String,
@@ -126,6 +134,54 @@ async fn not_found(
     }
 }
 
+/// After `segment` is in place: drop older spooled segments, and start a
+/// prefetcher when fewer than half of the wanted segments are spooled.
+fn after_segment(args: &WalFetchArgs, segment: &SegmentName, spool: &Path) {
+    prefetch::prune(spool, segment);
+    if args.prefetch == 0 {
+        return;
+    }
+    let ahead = std::fs::read_dir(spool)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0);
+    if ahead as u32 >= args.prefetch.div_ceil(2) {
+        return;
+    }
+    let segment_size = std::fs::File::open(&args.dest)
+        .and_then(|mut f| {
+            let mut head = [0u8; LONG_HEADER_LEN];
+            std::io::Read::read_exact(&mut f, &mut head).map(|_| head)
+        })
+        .ok()
+        .and_then(|h| LongPageHeader::parse(&h, "").ok())
+        .map(|h| u64::from(h.segment_size))
+        .unwrap_or(16 << 20);
+    let exe = std::env::current_exe().unwrap_or_else(|_| "pitr".into());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("wal-prefetch")
+        .args(args.repo.fetch_args())
+        .arg("--spool")
+        .arg(spool)
+        .args([
+            "--after",
+            &segment.to_string(),
+            "--count",
+            &args.prefetch.to_string(),
+        ])
+        .args(["--segment-size", &segment_size.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        // Its own process group: signals meant for this command spare it.
+        .process_group(0);
+    if let Err(e) = cmd.spawn() {
+        warn!("cannot start the WAL prefetcher: {e}");
+    }
+}
+
 pub async fn run(args: WalFetchArgs) -> u8 {
     let standby = standby_reason(args.standby, args.pgdata.as_deref());
     let what = format!("wal-fetch {}", args.name);
@@ -143,12 +199,32 @@ pub async fn run(args: WalFetchArgs) -> u8 {
         Err(e) => return failure_exit(&what, &redact(&e.to_string(), &secrets), standby),
     };
 
+    let spool = prefetch::spool_dir(&args.dest);
+    let source = repo.describe();
+    if let WalFileName::Segment(segment) = name {
+        match prefetch::take(&spool, &name, &source, &args.dest) {
+            Ok(true) => {
+                info!("{what}: restored from the prefetch spool");
+                after_segment(&args, &segment, &spool);
+                return exit::OK;
+            }
+            Ok(false) => {}
+            Err(e) => warn!(
+                "{what}: cannot use the prefetch spool {}: {e}",
+                spool.display()
+            ),
+        }
+    }
+
     let mut wait = Duration::from_secs_f64(args.retry_wait.max(0.0));
     let mut attempt = 0;
     let last: Error = loop {
         attempt += 1;
         match fetch(&repo, &name, &args.dest).await {
             Ok(done) => {
+                if let WalFileName::Segment(segment) = name {
+                    after_segment(&args, &segment, &spool);
+                }
                 info!(
                     "{what}: restored from {} ({} bytes{})",
                     done.key,
@@ -162,7 +238,10 @@ pub async fn run(args: WalFetchArgs) -> u8 {
                 return exit::OK;
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return not_found(&repo, &name, &what, &e, standby, &secrets).await
+                if matches!(name, WalFileName::Segment(_)) {
+                    prefetch::clear(&spool);
+                }
+                return not_found(&repo, &name, &what, &e, standby, &secrets).await;
             }
             // Bad settings cannot get better by waiting; anything else
             // (a store hiccup, a damaged transfer) gets another try.

@@ -8,6 +8,7 @@ pub mod locate;
 pub mod lsn;
 pub mod name;
 pub mod page_header;
+pub mod prefetch;
 pub mod push;
 pub mod records;
 pub mod timeline;
