@@ -160,6 +160,8 @@ pub struct S3Settings {
     /// Path-style addressing (`https://host/bucket/key`), which Ceph RGW and
     /// MinIO need unless they are set up for virtual hosts.
     pub path_style: bool,
+    /// Bytes per multipart upload part (objects up to this size go in one PUT).
+    pub part_size: usize,
 }
 
 impl Default for S3Settings {
@@ -171,6 +173,7 @@ impl Default for S3Settings {
             credentials: None,
             sse: Sse::None,
             path_style: true,
+            part_size: crate::store::s3::DEFAULT_PART_SIZE,
         }
     }
 }

@@ -336,27 +336,30 @@ fn a_backup_killed_midway_is_never_usable() {
     let dir = TestDir::new("bk-kill");
     let env = rgw.pitr_env(&bucket, "main");
     let pg = primary(&dir, &env);
-    // 32 kB/s: the backup takes minutes, so it is surely midway when killed.
+    // Uncompressed, in 5 MiB parts, at 2 MB/s: the backup is surely midway,
+    // with a multipart upload open, when it is killed.
+    let mut slow = env.clone();
+    slow.push(("PITR_COMPRESSION".into(), "none".into()));
+    slow.push(("PITR_S3_PART_SIZE".into(), "5".into()));
     let mut child = pitr()
-        .envs(env.iter().cloned())
-        .args(["backup", "-d", &conninfo(&pg), "--max-rate", "32"])
+        .envs(slow.iter().cloned())
+        .args(["backup", "-d", &conninfo(&pg), "--max-rate", "2048"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();
-    loop {
-        let keys = rgw.keys(&bucket, "pg/main/base/");
-        if keys.iter().any(|k| k.ends_with("backup.info")) {
-            break;
-        }
+    while rgw.open_uploads(&bucket, "pg/main/base/").is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "backup never started: {keys:?}"
+            "no upload ever opened"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it was killed"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(2));
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
 
@@ -377,4 +380,20 @@ fn a_backup_killed_midway_is_never_usable() {
         "{}",
         text.stdout
     );
+
+    // The killed process left its multipart upload open; deleting the
+    // backup drops it, and nothing of the backup remains.
+    let id = b["backup_id"].as_str().unwrap().to_string();
+    let prefix = format!("pg/main/base/{id}/");
+    assert!(
+        !rgw.open_uploads(&bucket, &prefix).is_empty(),
+        "a killed upload is open"
+    );
+    let d = pitr_cmd(&env, &["backup", "delete", &id]);
+    assert_eq!(d.code, 0, "{d:?}");
+    assert!(
+        rgw.open_uploads(&bucket, &prefix).is_empty(),
+        "open uploads dropped"
+    );
+    assert!(rgw.keys(&bucket, &prefix).is_empty());
 }

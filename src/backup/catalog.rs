@@ -182,5 +182,9 @@ pub async fn delete(repo: &Repo, id: &BackupId) -> Result<Vec<String>> {
     for k in &keys {
         repo.store.delete(k).await?;
     }
+    // Parts of an upload a killed backup left open.
+    repo.store
+        .abort_unfinished(&repo.layout.backup_prefix(id))
+        .await?;
     Ok(keys)
 }

@@ -106,6 +106,7 @@ pub async fn take(
     )
     .await?;
 
+    close_abandoned(repo).await?;
     let mut info = BackupInfo::new(BackupId::from_time(Local::now()), repo.layout.server_name());
     info.backup_name = req.name.clone();
     info.systemid = Some(system.system_identifier.to_string());
@@ -163,6 +164,40 @@ pub async fn take(
             Err(e)
         }
     }
+}
+
+/// A STARTED backup older than this was abandoned (its process was killed).
+const ABANDONED_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+
+/// Marks backups left STARTED long ago as FAILED and drops the uploads
+/// they left open, so a killed backup does not hold storage forever.
+async fn close_abandoned(repo: &Repo) -> Result<()> {
+    let now = Utc::now();
+    for mut entry in catalog::list(repo).await? {
+        let info = &mut entry.info;
+        let stale = info.status == BackupStatus::Started
+            && info
+                .begin_time
+                .is_some_and(|t| now.signed_duration_since(t) > ABANDONED_AFTER);
+        if !stale {
+            continue;
+        }
+        let dropped = repo
+            .store
+            .abort_unfinished(&repo.layout.backup_prefix(&info.backup_id))
+            .await?;
+        info.status = BackupStatus::Failed;
+        info.error = Some(format!(
+            "abandoned: still STARTED at {} (the process taking it was killed); {dropped} unfinished uploads dropped",
+            now.to_rfc3339()
+        ));
+        catalog::write_info(repo, info, false).await?;
+        warn!(
+            "backup {} was abandoned while STARTED: marked FAILED",
+            info.backup_id
+        );
+    }
+    Ok(())
 }
 
 /// Runs BASE_BACKUP and stores every archive it sends.

@@ -36,6 +36,11 @@ pub struct RepoArgs {
     #[arg(long, env = "PITR_S3_VIRTUAL_HOST_STYLE")]
     pub virtual_host_style: bool,
 
+    /// S3 multipart part size in MiB (5-5120): bigger for databases over 300 GiB
+    #[arg(long, env = "PITR_S3_PART_SIZE", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(5..=5120))]
+    pub s3_part_size: u32,
+
     /// Server-side encryption: none, AES256 (SSE-S3) or aws:kms (SSE-KMS)
     #[arg(long, env = "PITR_SSE", default_value = "none")]
     pub sse: String,
@@ -128,6 +133,7 @@ impl RepoArgs {
                 credentials: S3Credentials::from_env(),
                 sse,
                 path_style: !self.virtual_host_style,
+                part_size: self.s3_part_size as usize * (1 << 20),
             },
             compression,
             encryption_key_file: self.encryption_key_file.clone(),

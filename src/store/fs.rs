@@ -158,6 +158,34 @@ impl ObjectStore for FsStore {
         Ok(())
     }
 
+    async fn abort_unfinished(&self, prefix: &str) -> Result<usize> {
+        // Unfinished objects are hidden temporary files beside their key.
+        let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let dir = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(dir_part)?
+        };
+        let mut removed = 0;
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if e.file_name().to_string_lossy().contains(".pitr-tmp-")
+                    && fs::remove_file(&path).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     async fn writer(&self, key: &str, opts: PutOptions) -> Result<Box<dyn ObjectWriter>> {
         let path = self.path(key)?;
         let dir = path.parent().expect("keys have a parent").to_path_buf();

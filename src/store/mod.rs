@@ -57,6 +57,9 @@ pub trait ObjectStore: Send + Sync {
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Drops every unfinished upload under `prefix` (left by a process that
+    /// was killed) and returns how many it dropped.
+    async fn abort_unfinished(&self, prefix: &str) -> Result<usize>;
     /// Starts a streaming upload; nothing is visible under `key` until
     /// [`ObjectWriter::finish`] returns `Stored`.
     async fn writer(&self, key: &str, opts: PutOptions) -> Result<Box<dyn ObjectWriter>>;

@@ -24,13 +24,14 @@ use crate::config::{S3Settings, Sse};
 use crate::error::{Error, Result};
 
 /// Objects up to this size go in one PUT; larger ones in parts of this size.
-pub const PART_SIZE: usize = 32 << 20;
+pub const DEFAULT_PART_SIZE: usize = 32 << 20;
 
 pub struct S3Store {
     client: Client,
     bucket: String,
     endpoint: String,
     sse: Sse,
+    part_size: usize,
 }
 
 /// Builds an SDK client from the settings. Public so tests and tools can
@@ -121,6 +122,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             endpoint,
             sse: settings.sse.clone(),
+            part_size: settings.part_size,
         })
     }
 
@@ -275,6 +277,33 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn abort_unfinished(&self, prefix: &str) -> Result<usize> {
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .map_err(|e| to_error(e, "ListMultipartUploads", prefix, &self.target()))?;
+        let mut aborted = 0;
+        for u in listed.uploads() {
+            let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                continue;
+            };
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(|e| to_error(e, "AbortMultipartUpload", key, &self.target()))?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
     async fn writer(&self, key: &str, opts: PutOptions) -> Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(S3Writer {
             store: S3Store {
@@ -282,6 +311,7 @@ impl ObjectStore for S3Store {
                 bucket: self.bucket.clone(),
                 endpoint: self.endpoint.clone(),
                 sse: self.sse.clone(),
+                part_size: self.part_size,
             },
             key: key.to_string(),
             opts,
@@ -373,11 +403,11 @@ impl S3Writer {
 impl ObjectWriter for S3Writer {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         self.buf.extend_from_slice(&data);
-        while self.buf.len() > PART_SIZE {
+        while self.buf.len() > self.store.part_size {
             if self.upload.is_none() {
                 self.start_multipart().await?;
             }
-            let part = self.buf.split_to(PART_SIZE).freeze();
+            let part = self.buf.split_to(self.store.part_size).freeze();
             if let Err(e) = self.send_part(part).await {
                 let _ = abort_upload(&self.store, &self.key, self.upload.take()).await;
                 return Err(e);

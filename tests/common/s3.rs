@@ -40,6 +40,7 @@ impl Rgw {
             }),
             sse: Sse::None,
             path_style: true,
+            part_size: pitr::store::s3::DEFAULT_PART_SIZE,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -123,6 +124,24 @@ impl Rgw {
                     .send(),
             )
             .unwrap();
+    }
+
+    /// Keys of the multipart uploads open under `prefix`.
+    pub fn open_uploads(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .send(),
+            )
+            .unwrap();
+        out.uploads()
+            .iter()
+            .filter_map(|u| u.key().map(str::to_string))
+            .collect()
     }
 
     pub fn delete(&self, bucket: &str, key: &str) {
