@@ -321,9 +321,30 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// Parts uploading at once: the next part is read and encoded while the
+/// previous ones travel (memory: this many parts plus the one filling).
+const PARTS_IN_FLIGHT: usize = 2;
+
+type PartUpload = futures::future::BoxFuture<'static, Result<CompletedPart>>;
+
 struct Multipart {
     id: String,
     parts: Vec<CompletedPart>,
+    in_flight: futures::stream::FuturesUnordered<PartUpload>,
+    next_number: i32,
+}
+
+impl Multipart {
+    /// Waits for every part in flight; the parts in order.
+    async fn drain(&mut self) -> Result<Vec<CompletedPart>> {
+        use futures::StreamExt;
+        while let Some(part) = self.in_flight.next().await {
+            self.parts.push(part?);
+        }
+        let mut parts = self.parts.clone();
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
+    }
 }
 
 /// Buffers up to one part; a small object becomes a single PUT (with
@@ -368,33 +389,53 @@ impl S3Writer {
         self.upload = Some(Multipart {
             id: id.to_string(),
             parts: Vec::new(),
+            in_flight: Default::default(),
+            next_number: 1,
         });
         Ok(())
     }
 
+    /// Starts uploading a part, first waiting for room among the parts in flight.
     async fn send_part(&mut self, data: Bytes) -> Result<()> {
+        use futures::StreamExt;
         let up = self.upload.as_mut().expect("multipart started");
-        let number = up.parts.len() as i32 + 1;
-        let len = data.len() as i64;
-        let out = self
-            .store
-            .client
-            .upload_part()
-            .bucket(&self.store.bucket)
-            .key(&self.key)
-            .upload_id(&up.id)
-            .part_number(number)
-            .content_length(len)
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| to_error(e, "UploadPart", &self.key, &self.store.target()))?;
-        up.parts.push(
-            CompletedPart::builder()
+        while up.in_flight.len() >= PARTS_IN_FLIGHT {
+            let done = up.in_flight.next().await.expect("not empty")?;
+            up.parts.push(done);
+        }
+        let number = up.next_number;
+        up.next_number += 1;
+        let (client, bucket, key, id) = (
+            self.store.client.clone(),
+            self.store.bucket.clone(),
+            self.key.clone(),
+            up.id.clone(),
+        );
+        let endpoint = self.store.endpoint.clone();
+        up.in_flight.push(Box::pin(async move {
+            let len = data.len() as i64;
+            let out = client
+                .upload_part()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&id)
+                .part_number(number)
+                .content_length(len)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .map_err(|e| {
+                    let t = Target {
+                        endpoint: &endpoint,
+                        bucket: &bucket,
+                    };
+                    to_error(e, "UploadPart", &key, &t)
+                })?;
+            Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
-                .build(),
-        );
+                .build())
+        }));
         Ok(())
     }
 }
@@ -426,7 +467,21 @@ impl ObjectWriter for S3Writer {
                 .put_single(&self.key, rest, &self.opts, metadata)
                 .await;
         }
-        if let Err(e) = self.send_part(rest).await {
+        let mut sent = self.send_part(rest).await;
+        let mut parts = Vec::new();
+        if sent.is_ok() {
+            match self
+                .upload
+                .as_mut()
+                .expect("multipart started")
+                .drain()
+                .await
+            {
+                Ok(p) => parts = p,
+                Err(e) => sent = Err(e),
+            }
+        }
+        if let Err(e) = sent {
             let _ = abort_upload(&self.store, &self.key, self.upload.take()).await;
             return Err(e);
         }
@@ -440,7 +495,7 @@ impl ObjectWriter for S3Writer {
             .upload_id(&up.id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(up.parts.clone()))
+                    .set_parts(Some(parts))
                     .build(),
             )
             .send()
