@@ -2,9 +2,11 @@
 //! WAL chain) and the executor (tars to PGDATA, recovery settings).
 
 pub mod archive_index;
+mod chain;
 pub mod execute;
 pub mod extract;
 pub mod plan;
+mod stop_point;
 pub mod target;
 
 pub use plan::{plan, Plan, PlanRequest};

@@ -15,18 +15,14 @@
 
 use serde::Serialize;
 
-use std::collections::HashMap;
-
 use super::archive_index::ArchiveIndex;
+use super::chain::{chain, ChainError};
+use super::stop_point::Events;
 use super::target::{Target, TargetAction, TimelineTarget};
 use crate::backup::catalog::{self, CatalogEntry};
-use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::repo::Repo;
-use crate::transfer;
-use crate::wal::history::TimelinePath;
-use crate::wal::records::{WalEvent, WalScanner};
-use crate::wal::{locate, Lsn, SegmentName, TimelineId, WalFileName};
+use crate::wal::{Lsn, SegmentName, TimelineId};
 
 const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
@@ -67,7 +63,7 @@ impl Plan {
     }
 }
 
-fn seg_size(e: &CatalogEntry) -> u64 {
+pub(super) fn seg_size(e: &CatalogEntry) -> u64 {
     e.info.xlog_segment_size.unwrap_or(DEFAULT_SEGMENT_SIZE)
 }
 
@@ -105,244 +101,6 @@ fn ends_before(e: &CatalogEntry, target: &Target) -> std::result::Result<(), Str
             None => Err("its end LSN is unknown".into()),
         },
         _ => Ok(()),
-    }
-}
-
-/// WAL events per segment, read on demand, each segment once.
-struct Events<'a> {
-    repo: &'a Repo,
-    scanner: WalScanner,
-    cache: HashMap<SegmentName, Vec<WalEvent>>,
-}
-
-impl Events<'_> {
-    async fn of(&mut self, name: &SegmentName) -> Result<&[WalEvent]> {
-        if !self.cache.contains_key(name) {
-            let file = WalFileName::Segment(*name);
-            let obj = locate::open(self.repo, &file)
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("{name} vanished from the archive")))?;
-            let suffix = self
-                .repo
-                .layout
-                .wal_suffix_of(&file, &obj.info.key)
-                .unwrap_or("");
-            let compression = Compression::for_suffix(suffix, &obj.info.key)?;
-            let (_, bytes) =
-                transfer::download(obj, compression, self.repo.codec.key.clone(), Vec::new())
-                    .await?;
-            let events = self.scanner.scan(&bytes, &name.to_string())?;
-            self.cache.insert(*name, events);
-        }
-        Ok(&self.cache[name])
-    }
-}
-
-/// The event that ends recovery for `target`, among `events`.
-fn stop_event<'e>(
-    target: &Target,
-    exclusive: bool,
-    events: &'e [WalEvent],
-    after: Lsn,
-) -> Option<&'e WalEvent> {
-    events
-        .iter()
-        .filter(|e| e.lsn() >= after)
-        .find(|e| match (target, e) {
-            (Target::Time { time, .. }, WalEvent::TxEnd { time: t, .. }) => {
-                if exclusive {
-                    *t >= *time
-                } else {
-                    *t > *time
-                }
-            }
-            (Target::Xid { xid }, WalEvent::TxEnd { xid: x, .. }) => {
-                u64::from(*x) == *xid & 0xFFFF_FFFF
-            }
-            (Target::Name { name }, WalEvent::RestorePoint { name: n, .. }) => n == name,
-            _ => false,
-        })
-}
-
-fn describe_stop(target: &Target, e: &WalEvent, segment: &SegmentName) -> String {
-    match e {
-        WalEvent::TxEnd { xid, time, committed, lsn } => format!(
-            "recovery stops at transaction {xid}, which {} at {} (LSN {lsn}, segment {segment}){}",
-            if *committed { "committed" } else { "aborted" },
-            time.to_rfc3339(),
-            match target {
-                Target::Time { .. } => ": the first to end after the target, read from the WAL",
-                _ => "",
-            }
-        ),
-        WalEvent::RestorePoint { name, time, lsn } => format!(
-            "recovery stops at restore point '{name}', created at {} (LSN {lsn}, segment {segment})",
-            time.to_rfc3339()
-        ),
-    }
-}
-
-/// Why a chain from one backup does not work.
-enum ChainError {
-    /// The target lies before this backup became consistent: an older
-    /// backup may do.
-    TooLate(String),
-    Fatal(Error),
-}
-
-impl From<Error> for ChainError {
-    fn from(e: Error) -> Self {
-        ChainError::Fatal(e)
-    }
-}
-
-struct Chain {
-    segments: Vec<SegmentName>,
-    reached_by: String,
-}
-
-/// Walks the WAL from `backup` along `path` as far as the target needs,
-/// proving every segment is there.
-async fn chain(
-    index: &ArchiveIndex,
-    path: &TimelinePath,
-    backup: &CatalogEntry,
-    req: &PlanRequest,
-    events: &mut Events<'_>,
-) -> std::result::Result<Chain, ChainError> {
-    let seg = seg_size(backup);
-    let begin = backup.info.begin_xlog.expect("checked by the caller");
-    let end = backup.info.end_xlog.expect("checked by the caller");
-    let first = begin.segment_number(seg);
-    let end_n = end.segment_number(seg);
-    let name_of = |n: u64| SegmentName::from_number(path.timeline_of_segment(n, seg), n, seg);
-
-    // Where reading WAL records starts.
-    let scan_from = match &req.target {
-        Target::Time { time, .. } => {
-            let arrivals: Vec<(u64, Option<chrono::DateTime<chrono::Utc>>)> = (end_n..)
-                .map(|n| (n, index.segments.get(&name_of(n)).map(|s| s.archived_at)))
-                .take_while(|(_, a)| a.is_some())
-                .map(|(n, a)| (n, a.flatten()))
-                .collect();
-            let ordered = arrivals
-                .windows(2)
-                .all(|w| matches!((w[0].1, w[1].1), (Some(a), Some(b)) if a <= b));
-            let first_after = arrivals
-                .iter()
-                .find(|(_, a)| a.is_some_and(|a| a > *time))
-                .map(|(n, _)| *n);
-            match (ordered, first_after) {
-                (true, Some(n)) => n.saturating_sub(1).max(end_n),
-                _ => end_n,
-            }
-        }
-        Target::Xid { .. } | Target::Name { .. } => first,
-        _ => u64::MAX,
-    };
-
-    let mut segments = Vec::new();
-    let mut n = first;
-    loop {
-        let name = name_of(n);
-        if !index.segments.contains_key(&name) {
-            if n <= end_n {
-                return Err(Error::Store(format!(
-                    "backup {} cannot be restored: WAL it needs is missing from the archive: {name}",
-                    backup.info.backup_id
-                ))
-                .into());
-            }
-            if let Some(later) = later_segment(index, path, n, seg) {
-                let missing: Vec<SegmentName> = (n..later.segment_number(seg))
-                    .map(name_of)
-                    .filter(|s| !index.segments.contains_key(s))
-                    .collect();
-                return Err(Error::Store(format!(
-                    "{} cannot be reached: the archive has a gap: {} missing, but {later} is \
-                     archived, and recovery would stop at the gap",
-                    req.target,
-                    missing_text(&missing)
-                ))
-                .into());
-            }
-            let last = segments
-                .last()
-                .map(|s: &SegmentName| s.to_string())
-                .unwrap_or_default();
-            return match &req.target {
-                Target::Latest => Ok(Chain {
-                    reached_by: format!("replaying every archived segment, up to {last}"),
-                    segments,
-                }),
-                Target::Time { .. } => {
-                    let last_end = events
-                        .cache
-                        .values()
-                        .flatten()
-                        .filter_map(|e| match e {
-                            WalEvent::TxEnd { time, .. } => Some(*time),
-                            _ => None,
-                        })
-                        .max();
-                    Err(Error::Config(format!(
-                        "{} is after the latest recoverable point: the archive ends with segment \
-                         {last}{}; recovery would end before reaching the target",
-                        req.target,
-                        last_end
-                            .map(|t| format!(
-                                ", whose last transaction ended at {}",
-                                t.to_rfc3339()
-                            ))
-                            .unwrap_or_default()
-                    ))
-                    .into())
-                }
-                _ => Err(Error::Config(format!(
-                    "{} is not in the archived WAL after backup {} (read up to {last}): recovery \
-                     would end before reaching it",
-                    req.target, backup.info.backup_id
-                ))
-                .into()),
-            };
-        }
-        segments.push(name);
-        match &req.target {
-            Target::Immediate if n >= end_n => {
-                return Ok(Chain {
-                    segments,
-                    reached_by: "stopping as soon as the backup is consistent".into(),
-                })
-            }
-            Target::Lsn { lsn } if n >= end_n.max(lsn.segment_number(seg)) => {
-                return Ok(Chain {
-                    segments,
-                    reached_by: format!("replaying up to LSN {lsn}, in segment {name}"),
-                })
-            }
-            Target::Time { .. } | Target::Xid { .. } | Target::Name { .. } if n >= scan_from => {
-                let found = stop_event(&req.target, req.exclusive, events.of(&name).await?, Lsn(0))
-                    .cloned();
-                if let Some(e) = found {
-                    if e.lsn() < end {
-                        return Err(ChainError::TooLate(format!(
-                            "{} is at {} in segment {name}, before backup {} became consistent at {end}",
-                            req.target,
-                            e.lsn(),
-                            backup.info.backup_id
-                        )));
-                    }
-                    if n >= end_n {
-                        return Ok(Chain {
-                            reached_by: describe_stop(&req.target, &e, &name),
-                            segments,
-                        });
-                    }
-                }
-            }
-            _ => {}
-        }
-        n += 1;
     }
 }
 
@@ -436,11 +194,7 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
         ))
     };
 
-    let mut events = Events {
-        repo,
-        scanner: WalScanner::default(),
-        cache: HashMap::new(),
-    };
+    let mut events = Events::new(repo);
     for backup in fitting {
         let found = match chain(&index, &path, backup, req, &mut events).await {
             Ok(c) => c,
@@ -504,23 +258,6 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
     Err(unreachable(&refusals))
 }
 
-/// A segment after number `n` on the path, if the archive has one.
-fn later_segment(
-    index: &ArchiveIndex,
-    path: &TimelinePath,
-    n: u64,
-    seg: u64,
-) -> Option<SegmentName> {
-    index
-        .segments
-        .keys()
-        .find(|s| {
-            let number = s.segment_number(seg);
-            number > n && path.timeline_of_segment(number, seg) == s.timeline
-        })
-        .copied()
-}
-
 /// The end of the archive reachable from a backup, in words.
 fn latest_point(index: &ArchiveIndex, backup: &CatalogEntry) -> String {
     let t = backup.info.timeline.unwrap_or(1);
@@ -537,21 +274,5 @@ fn latest_point(index: &ArchiveIndex, backup: &CatalogEntry) -> String {
                 .unwrap_or_else(|| "?".into())
         ),
         None => describe_point(backup),
-    }
-}
-
-fn missing_text(missing: &[SegmentName]) -> String {
-    match missing {
-        [one] => format!("{one} is"),
-        few if few.len() <= 6 => {
-            let names: Vec<String> = few.iter().map(|s| s.to_string()).collect();
-            format!("{} are", names.join(", "))
-        }
-        many => format!(
-            "{} segments, {} to {}, are",
-            many.len(),
-            many[0],
-            many[many.len() - 1]
-        ),
     }
 }
