@@ -142,6 +142,23 @@ impl Scenario {
     }
 }
 
+/// `pitr restore --dry-run --format json` with `args`: the plan. Touches nothing.
+fn dry_plan(env: &[(String, String)], args: &[&str]) -> serde_json::Value {
+    let mut all = vec![
+        "restore",
+        "--pgdata",
+        "/nonexistent/x",
+        "--dry-run",
+        "--format",
+        "json",
+    ];
+    all.extend_from_slice(args);
+    let r = pitr_run(env, &all);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!Path::new("/nonexistent/x").exists());
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
 fn mid_time(a: &str, b: &str) -> String {
     let parse = |s: &str| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap();
     let (a, b) = (parse(a), parse(b));
@@ -156,21 +173,7 @@ fn every_target_kind_lands_on_the_right_rows() {
     let between_2_and_3 = mid_time(&s.commit_ts[1], &s.commit_ts[2]);
 
     // The plan, as JSON, names the backup and a gap-free chain.
-    let dry = pitr_run(
-        &s.env,
-        &[
-            "restore",
-            "--pgdata",
-            "/nonexistent/x",
-            "--target-time",
-            &between_2_and_3,
-            "--dry-run",
-            "--format",
-            "json",
-        ],
-    );
-    assert_eq!(dry.code, 0, "{dry:?}");
-    let plan: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    let plan = dry_plan(&s.env, &["--target-time", &between_2_and_3]);
     assert_eq!(plan["backup"]["info"]["backup_id"], s.backup_id.as_str());
     assert!(plan["segments"].as_array().unwrap().len() >= 3, "{plan}");
     assert!(!Path::new("/nonexistent/x").exists());
@@ -293,21 +296,7 @@ fn timelines_are_followed_and_forks_before_the_backup_refused() {
     );
     assert!(!data.exists(), "nothing written");
     // Left to choose, the planner takes the backup from before the fork.
-    let dry = pitr_run(
-        &s.env,
-        &[
-            "restore",
-            "--pgdata",
-            "/nonexistent/y",
-            "--target-timeline",
-            "2",
-            "--dry-run",
-            "--format",
-            "json",
-        ],
-    );
-    assert_eq!(dry.code, 0, "{dry:?}");
-    let plan: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    let plan = dry_plan(&s.env, &["--target-timeline", "2"]);
     assert_eq!(plan["backup"]["info"]["backup_id"], s.backup_id.as_str());
     assert_eq!(plan["timeline"], 2);
 }

@@ -6,7 +6,8 @@ use crate::error::Error;
 
 /// Bytes needed to read the long header.
 pub const LONG_HEADER_LEN: usize = 40;
-const XLP_LONG_HEADER: u16 = 0x0002;
+/// `xlp_info` flag: this page has the long header.
+pub(crate) const XLP_LONG_HEADER: u16 = 0x0002;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LongPageHeader {

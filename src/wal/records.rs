@@ -14,14 +14,12 @@
 
 use chrono::{DateTime, Utc};
 
-use super::page_header::LongPageHeader;
+use super::page_header::{LongPageHeader, LONG_HEADER_LEN as LONG_HEADER, XLP_LONG_HEADER};
 use super::Lsn;
 use crate::error::Error;
 
 const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
-const XLP_LONG_HEADER: u16 = 0x0002;
 const SHORT_HEADER: usize = 24;
-const LONG_HEADER: usize = 40;
 const RECORD_HEADER: usize = 24;
 const RM_XLOG_ID: u8 = 0;
 const RM_XACT_ID: u8 = 1;
