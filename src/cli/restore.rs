@@ -65,7 +65,7 @@ pub struct RestoreArgs {
     /// Print the plan and touch nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Replace the content of a non-empty PGDATA and tablespace directories
+    /// Replace the content of a non-empty PGDATA (tablespace directories must be empty)
     #[arg(long)]
     pub force: bool,
     #[arg(long, value_enum, default_value = "text")]

@@ -28,7 +28,7 @@ use crate::transfer;
 #[derive(Debug, Clone)]
 pub struct ExecuteRequest {
     pub pgdata: PathBuf,
-    /// Replace the content of a non-empty PGDATA (and tablespace directories).
+    /// Replace the content of a non-empty PGDATA (never of a tablespace directory).
     pub force: bool,
     /// Tablespace oid -> directory, instead of the original location.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
@@ -234,12 +234,14 @@ pub async fn execute(
         )));
     }
     check_target(&req.pgdata, req.force, "PGDATA")?;
+    // --force never empties a tablespace directory: without --tablespace-map
+    // it is the original location, which may belong to a live server.
     for (oid, dir) in &tablespaces {
-        check_target(
-            dir,
-            req.force,
-            &format!("the directory of tablespace {oid}"),
-        )?;
+        check_target(dir, false, &format!("the directory of tablespace {oid}")).map_err(|e| {
+            Error::Config(format!(
+                "{e}; --tablespace-map {oid}=/new/dir puts it elsewhere"
+            ))
+        })?;
     }
     let jobs = jobs(repo, plan, &tablespaces, &req.pgdata).await?;
 
@@ -265,10 +267,11 @@ async fn restore_into(
     progress: &dyn Progress,
 ) -> Result<ExecuteReport> {
     let pgdata = &req.pgdata;
+    if req.force {
+        empty_dir(pgdata)
+            .map_err(|e| Error::io(format!("cannot empty {}", pgdata.display()), e))?;
+    }
     for d in std::iter::once(pgdata).chain(tablespaces.values()) {
-        if req.force {
-            empty_dir(d).map_err(|e| Error::io(format!("cannot empty {}", d.display()), e))?;
-        }
         fs::create_dir_all(d)
             .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
         fs::set_permissions(d, fs::Permissions::from_mode(0o700))
