@@ -363,6 +363,37 @@ fn bad_input_is_refused_before_anything_is_written() {
         "precious"
     );
     assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
+
+    // --force replaces PGDATA's content, but never a tablespace directory's.
+    let ts_full = s.dir.join("full-ts");
+    std::fs::create_dir_all(&ts_full).unwrap();
+    std::fs::write(ts_full.join("live-table"), "live").unwrap();
+    let map = format!("{}={}", s.ts_oid, ts_full.display());
+    let r = pitr_run(
+        &s.env,
+        &[
+            "restore",
+            "--pgdata",
+            full.to_str().unwrap(),
+            "--force",
+            "--tablespace-map",
+            &map,
+        ],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("is not empty") && r.stderr.contains("--tablespace-map"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(ts_full.join("live-table")).unwrap(),
+        "live"
+    );
+    assert_eq!(
+        std::fs::read_to_string(full.join("keep-me")).unwrap(),
+        "precious"
+    );
 }
 
 #[test]
