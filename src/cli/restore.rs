@@ -27,7 +27,7 @@ pub struct RestoreArgs {
     pub repo: RepoArgs,
 
     /// Data directory to restore into (must be empty or new)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, short = 'D', env = "PGDATA", value_name = "DIR")]
     pub pgdata: PathBuf,
 
     /// Recover to this time: RFC 3339 or PostgreSQL's form; no zone means UTC
