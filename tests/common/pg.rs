@@ -1,6 +1,7 @@
 //! Throw-away PostgreSQL clusters (Debian's PostgreSQL 15 by default;
-//! PITR_TEST_PG_BIN points elsewhere). Each listens only on a Unix socket in
-//! its own directory, so tests never collide.
+//! PITR_TEST_PG_BIN points elsewhere, and `Pg::init_with` runs one cluster's
+//! server programs from another bin directory). Each listens only on a Unix
+//! socket in its own directory, so tests never collide.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -21,12 +22,17 @@ pub fn tool(name: &str) -> Command {
 
 /// initdb with trust authentication (the socket is private to the test).
 pub fn initdb(data: &Path) {
-    run_ok(
-        tool("initdb")
-            .arg("-D")
-            .arg(data)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync"]),
-    );
+    initdb_with(&bin_dir(), data);
+}
+
+/// initdb from the server programs in `bin`.
+pub fn initdb_with(bin: &Path, data: &Path) {
+    let mut initdb = as_postgres(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(data)
+        .args(["-A", "trust", "-U", "postgres", "--no-sync"]);
+    run_ok(&mut initdb);
 }
 
 fn free_port() -> u16 {
@@ -41,6 +47,9 @@ pub struct Pg {
     pub data: PathBuf,
     pub sock: PathBuf,
     pub port: u16,
+    /// Where initdb, pg_ctl and postgres come from (client programs such as
+    /// psql always come from `bin_dir()`).
+    pub bin: PathBuf,
     env: Vec<(String, String)>,
     running: bool,
 }
@@ -52,8 +61,20 @@ impl Pg {
         Pg::existing(data)
     }
 
+    /// A new cluster in `data`, made and run by the server programs in `bin`
+    /// (another PostgreSQL version).
+    pub fn init_with(bin: &Path, data: PathBuf) -> Pg {
+        initdb_with(bin, &data);
+        Pg::existing_with(bin, data)
+    }
+
     /// A cluster whose data directory already exists (a copy, a restore).
     pub fn existing(data: PathBuf) -> Pg {
+        Pg::existing_with(&bin_dir(), data)
+    }
+
+    /// An existing data directory, run by the server programs in `bin`.
+    pub fn existing_with(bin: &Path, data: PathBuf) -> Pg {
         let sock = data.with_extension("sock");
         std::fs::create_dir_all(&sock).unwrap();
         if super::running_as_root() {
@@ -64,6 +85,7 @@ impl Pg {
             data,
             sock,
             port,
+            bin: bin.to_path_buf(),
             env: Vec::new(),
             running: false,
         };
@@ -74,6 +96,10 @@ impl Pg {
             pg.sock.display()
         ));
         pg
+    }
+
+    fn pg_ctl(&self) -> Command {
+        as_postgres(self.bin.join("pg_ctl"))
     }
 
     /// Appends settings to postgresql.conf.
@@ -100,7 +126,8 @@ impl Pg {
 
     fn pg_ctl_start(&mut self, env: &[(String, String)], wait: &[&str]) {
         self.env = env.to_vec();
-        let out = tool("pg_ctl")
+        let out = self
+            .pg_ctl()
             .arg("-D")
             .arg(&self.data)
             .arg("-l")
@@ -123,7 +150,7 @@ impl Pg {
     pub fn stop(&mut self) {
         if self.running {
             run_ok(
-                tool("pg_ctl")
+                self.pg_ctl()
                     .arg("-D")
                     .arg(&self.data)
                     .args(["-m", "fast", "-w", "stop"]),
@@ -204,8 +231,11 @@ impl Pg {
     }
 
     /// Switches to a new WAL segment and returns the name of the one closed.
+    /// pg_switch_wal() returns the start of the next segment, which
+    /// pg_walfile_name() names as the closed one before PostgreSQL 17 and as
+    /// the next one since: the byte before it is in the closed one on all.
     pub fn switch_wal(&self) -> String {
-        self.sql("select pg_walfile_name(pg_switch_wal())")
+        self.sql("select pg_walfile_name(pg_switch_wal() - 1)")
     }
 
     /// Waits until the archiver has archived `segment` (or later).
@@ -229,7 +259,7 @@ impl Pg {
 
     /// True while the postmaster is alive.
     pub fn is_running(&self) -> bool {
-        tool("pg_ctl")
+        self.pg_ctl()
             .arg("-D")
             .arg(&self.data)
             .arg("status")
@@ -270,7 +300,8 @@ impl Pg {
 impl Drop for Pg {
     fn drop(&mut self) {
         if self.running {
-            let _ = tool("pg_ctl")
+            let _ = self
+                .pg_ctl()
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "immediate", "-w", "stop"])
@@ -283,10 +314,15 @@ impl Drop for Pg {
 /// with `extra` settings appended, and waits until recovery has finished and
 /// the server promoted.
 pub fn start_restored(data: &Path, env: &[(String, String)], extra: &str) -> Pg {
+    start_restored_with(&bin_dir(), data, env, extra)
+}
+
+/// `start_restored` with the server programs in `bin`.
+pub fn start_restored_with(bin: &Path, data: &Path, env: &[(String, String)], extra: &str) -> Pg {
     if super::running_as_root() {
         super::chown_postgres(data);
     }
-    let mut pg = Pg::existing(data.to_path_buf());
+    let mut pg = Pg::existing_with(bin, data.to_path_buf());
     pg.conf(extra);
     if super::running_as_root() {
         super::chown_postgres(data);
