@@ -2,8 +2,11 @@
 # Benchmark (not a test): restore the same database to the same target time
 # with pitr, barman-cloud and pgBackRest in one run, and print the time until
 # the restored server accepts connections as a promoted primary, the WAL
-# segments it replayed, and the ratios against pitr. A fourth row is the
-# floor: a local tar and the same WAL on local disk (restore_command = cp).
+# segments it replayed, and the ratios against pitr. Variants: pitr with and
+# without prefetch, pitr restoring barman-cloud's own backup and WAL,
+# barman-cloud with and without --parallel, pgBackRest with and without
+# process-max=2 + async archive-get, and the floor: a local tar and the same
+# WAL on local disk (restore_command = cp).
 #
 #   bash bench/restore.sh                # as root on a Debian machine like CI's
 #   BENCH_RUNS=3 bash bench/restore.sh   # medians of 3 restores of each variant
@@ -13,6 +16,10 @@
 #   BENCH_SEGMENTS  WAL segments of pgbench load between the backups and the
 #                   target (default 40)
 #   BENCH_RUNS      restores of each variant; the table shows medians (default 1)
+#   BENCH_RGW_NODELAY  1: restart the RGW with `tcp_nodelay=1` on its beast
+#                   frontend (Ceph's default, and tests/support's, is off: then
+#                   every response's last packet waits for a delayed ACK,
+#                   about 40 ms per request)
 #   PITR_BIN        a pitr binary to use instead of `cargo build --release`
 #   BENCH_OUT       a directory to keep the raw results and every tool's log in
 #   BARMAN_VENV     barman-cloud venv (default /opt/pitr-test/barman-venv)
@@ -34,6 +41,7 @@ SUPPORT=$ROOT/tests/support
 BENCH_SCALE=${BENCH_SCALE:-20}
 BENCH_SEGMENTS=${BENCH_SEGMENTS:-40}
 BENCH_RUNS=${BENCH_RUNS:-1}
+BENCH_RGW_NODELAY=${BENCH_RGW_NODELAY:-0}
 BARMAN_VENV=${BARMAN_VENV:-/opt/pitr-test/barman-venv}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PITR_BUCKET=pitr-rbench
@@ -113,10 +121,32 @@ start_rgw() {
     bash "$SUPPORT/ceph-rgw.sh" start "$RGW_DIR" >/dev/null
     # shellcheck disable=SC1091
     source "$RGW_DIR/env.sh"
+    [[ $BENCH_RGW_NODELAY != 1 ]] || restart_rgw_nodelay
     local b
     for b in "$PITR_BUCKET" "$BARMAN_BUCKET" "$PGBR_BUCKET"; do
         bash "$SUPPORT/ceph-rgw.sh" mkbucket "$RGW_DIR" "$b"
     done
+}
+
+# Restarts radosgw (only it, by its pid file) with tcp_nodelay=1 on the
+# beast frontend, and waits until the S3 API answers again.
+restart_rgw_nodelay() {
+    local name=client.rgw.pitr pid i code=""
+    pid=$(<"$RGW_DIR/run/$name.pid")
+    kill -TERM "$pid"
+    for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    sed -i '/^rgw frontends = beast/ s/$/ tcp_nodelay=1/' "$RGW_DIR/ceph.conf"
+    CEPH_CONF=$RGW_DIR/ceph.conf radosgw -c "$RGW_DIR/ceph.conf" -n "$name"
+    for ((i = 0; i < 300; i++)); do
+        code=$(curl -sS --cacert "$PITR_TEST_S3_CA" --aws-sigv4 "aws:amz:$PITR_TEST_S3_REGION:s3" \
+            --user "$PITR_TEST_S3_ACCESS_KEY:$PITR_TEST_S3_SECRET_KEY" \
+            -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o /dev/null \
+            -w '%{http_code}' "$PITR_TEST_S3_ENDPOINT/" 2>/dev/null) || true
+        [[ $code == 200 ]] && break
+        sleep 0.2
+    done
+    [[ $code == 200 ]] || die "radosgw did not come back with tcp_nodelay=1 (status '$code')"
+    log "radosgw restarted with tcp_nodelay=1"
 }
 
 ensure_barman() {
@@ -150,12 +180,15 @@ barman_env() {
 # the RGW bucket (mode 0600, owned by postgres: it holds the S3 secret).
 pgbackrest_conf() {
     local file=$1; shift
-    local hostport=${PITR_TEST_S3_ENDPOINT#https://}
+    local port=${PITR_TEST_S3_ENDPOINT##*:}
     {
         echo "[global]"
         echo "repo1-type=s3"
-        echo "repo1-s3-endpoint=${hostport%:*}"
-        echo "repo1-storage-port=${hostport##*:}"
+        # pgBackRest 2.45 checks only DNS names in the certificate, not its
+        # IP address entry: 127.0.0.1 fails with "[095]: unable to find
+        # hostname '127.0.0.1' in certificate"; the RGW's cert also names localhost.
+        echo "repo1-s3-endpoint=localhost"
+        echo "repo1-storage-port=$port"
         echo "repo1-storage-ca-file=$PITR_TEST_S3_CA"
         echo "repo1-s3-uri-style=path"
         echo "repo1-s3-bucket=$PGBR_BUCKET"
@@ -184,11 +217,14 @@ pgbackrest_conf() {
 # The primary's archive_command: every segment into pitr's, barman's and
 # pgBackRest's repository, and a copy in $WORK/wal (the floor's archive).
 # The tools run one after another; a failure makes PostgreSQL retry all of
-# them, which each of them accepts for a segment it already has.
+# them, which each of them accepts for a segment it already has. The name
+# must contain "pgbackrest": pgbackrest backup refuses to run otherwise
+# ("[068]: archive_command ... must contain pgbackrest").
+ARCHIVE_SCRIPT=archive-pitr-barman-pgbackrest
 write_archive_script() {
-    cat >"$WORK/bin/archive-wal" <<EOF
+    cat >"$WORK/bin/$ARCHIVE_SCRIPT" <<EOF
 #!/usr/bin/env bash
-# archive-wal %p %f (bench/restore.sh)
+# $ARCHIVE_SCRIPT %p %f (bench/restore.sh)
 set -euo pipefail
 p=\$1 f=\$2
 $PITR wal-push "\$p"
@@ -199,7 +235,7 @@ if [[ ! -e $WORK/wal/\$f ]]; then
     cp "\$p" $WORK/wal/\$f.tmp && mv $WORK/wal/\$f.tmp $WORK/wal/\$f
 fi
 EOF
-    chmod 755 "$WORK/bin/archive-wal"
+    chmod 755 "$WORK/bin/$ARCHIVE_SCRIPT"
 }
 
 free_port() {
@@ -226,7 +262,7 @@ listen_addresses = ''
 port = $PORT
 unix_socket_directories = '$SOCK'
 archive_mode = on
-archive_command = '$WORK/bin/archive-wal %p %f'
+archive_command = '$WORK/bin/$ARCHIVE_SCRIPT %p %f'
 max_wal_size = 4GB
 synchronous_commit = off
 EOF
@@ -234,6 +270,10 @@ EOF
     mapfile -t env < <(pitr_env; barman_env)
     as_pg env "${env[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/logs/primary.log" \
         -w -t 120 start >/dev/null
+    # pgBackRest's archive-push refuses to work before its stanza exists
+    # (and the first segment is not finished before pgbench -i).
+    as_pg pgbackrest --config="$PGBR_CONF" --stanza="$SERVER" stanza-create \
+        >"$WORK/logs/pgbackrest-stanza.log" 2>&1 || { cat "$WORK/logs/pgbackrest-stanza.log" >&2; die "pgbackrest stanza-create failed"; }
 }
 
 stop_server() {  # stop_server PGDATA [MODE]: fast by default
@@ -305,8 +345,6 @@ take_backups() {
     log "barman-cloud-backup --gzip: $((SECONDS - t0)) s (backup id $BARMAN_ID)"
 
     t0=$SECONDS
-    as_pg pgbackrest --config="$PGBR_CONF" --stanza="$SERVER" stanza-create \
-        >"$WORK/logs/pgbackrest-stanza.log" 2>&1 || { cat "$WORK/logs/pgbackrest-stanza.log" >&2; die "pgbackrest stanza-create failed"; }
     as_pg pgbackrest --config="$PGBR_CONF" --stanza="$SERVER" --type=full backup \
         >"$WORK/logs/backup-pgbackrest.log" 2>&1 || { tail "$WORK/logs/backup-pgbackrest.log" >&2; die "pgbackrest backup failed"; }
     log "pgbackrest backup --type=full: $((SECONDS - t0)) s"
@@ -371,6 +409,15 @@ restore_pitr() {
     as_pg env "${env[@]}" "$PITR" restore --pgdata "$dir" --target-time "$TARGET"
 }
 
+# pitr restoring barman-cloud's backup and WAL: the very objects the
+# barman-cloud rows read (pitr's restore_command then names that repository).
+restore_pitr_on_barman() {
+    local dir=$1 env
+    mapfile -t env < <(pitr_env)
+    as_pg env "${env[@]}" "$PITR" restore --repo "s3://$BARMAN_BUCKET/barman" \
+        --backup-id "$BARMAN_ID" --pgdata "$dir" --target-time "$TARGET"
+}
+
 restore_barman() {
     local dir=$1 spool=${2:-} env rc
     mapfile -t env < <(barman_env)
@@ -424,7 +471,7 @@ EOF
 wait_promoted() {
     local port=$1 dir=$2 i
     for ((i = 0; i < 24000; i++)); do
-        if "$PG_BIN/pg_isready" -q -h "$SOCK" -p "$port" \
+        if "$PG_BIN/pg_isready" -q -h "$SOCK" -p "$port" -U postgres -d postgres \
             && [[ $(psql_at "$port" "select pg_is_in_recovery()" 2>/dev/null) == f ]]; then
             return 0
         fi
@@ -453,6 +500,7 @@ run_variant() {
     t0=$EPOCHREALTIME
     case $key in
     pitr | pitr-noprefetch) restore_pitr "$dir" >"$rlog.restore.log" 2>&1 ;;
+    pitr-on-barman) restore_pitr_on_barman "$dir" >"$rlog.restore.log" 2>&1 ;;
     barman) restore_barman "$dir" >"$rlog.restore.log" 2>&1 ;;
     barman-p8) restore_barman "$dir" "$WORK/spool/$key-$round" >"$rlog.restore.log" 2>&1 ;;
     pgbackrest) restore_pgbackrest "$dir" "$WORK/pgbackrest/default.conf" >"$rlog.restore.log" 2>&1 ;;
@@ -465,7 +513,7 @@ run_variant() {
     [[ $status != ok ]] || configure_restored "$dir" "$port" || status="restore-failed"
     t1=$EPOCHREALTIME
     case $key in
-    pitr) mapfile -t env < <(pitr_env) ;;
+    pitr | pitr-on-barman) mapfile -t env < <(pitr_env) ;;
     pitr-noprefetch) mapfile -t env < <(pitr_env; echo PITR_PREFETCH=0) ;;
     barman*) mapfile -t env < <(barman_env) ;;
     esac
@@ -477,6 +525,10 @@ run_variant() {
     t2=$EPOCHREALTIME
     [[ $status != ok ]] || check_marker "$port" || status="wrong-data"
     segs=$(grep -o 'restored log file "[0-9A-F]\{24\}"' "$rlog.postgres.log" 2>/dev/null | sort -u | wc -l)
+    if [[ -d $dir/pg_wal/.pitr-prefetch ]]; then
+        log "$key round $round: pg_wal/.pitr-prefetch is still there after promotion:" \
+            "$(find "$dir/pg_wal/.pitr-prefetch" -mindepth 1 -printf "%f (%s bytes) ")"
+    fi
     stop_server "$dir" immediate
     RESTORED=""
     if [[ $status != ok ]]; then
@@ -490,7 +542,7 @@ run_variant() {
     rm -rf "$dir" "$WORK/spool/$key-$round"
 }
 
-VARIANTS=(pitr pitr-noprefetch barman barman-p8 pgbackrest pgbackrest-async floor)
+VARIANTS=(pitr pitr-noprefetch pitr-on-barman barman barman-p8 pgbackrest pgbackrest-async floor)
 
 run_round() {
     local r=$1 key
@@ -504,6 +556,7 @@ label() {
     case $1 in
     pitr) echo "pitr|restore; wal-fetch (prefetch 8)" ;;
     pitr-noprefetch) echo "pitr|PITR_PREFETCH=0" ;;
+    pitr-on-barman) echo "pitr|barman-cloud's backup and WAL" ;;
     barman) echo "barman-cloud|restore; wal-restore" ;;
     barman-p8) echo "barman-cloud|wal-restore --parallel 8" ;;
     pgbackrest) echo "pgBackRest|restore; archive-get" ;;
@@ -533,8 +586,8 @@ print_table() {
     printf '| %-13s | %-31s | %7s | %9s | %10s | %8s | %-6s |\n' \
         tool variant "total s" "restore s" "recovery s" segments status
     printf '|%s|%s|%s:|%s:|%s:|%s:|%s|\n' \
-        "$(printf -- '-%.0s' {1..15})" "$(printf -- '-%.0s' {1..33})" "$(printf -- '-%.0s' {1..9})" \
-        "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..10})" \
+        "$(printf -- '-%.0s' {1..15})" "$(printf -- '-%.0s' {1..33})" "$(printf -- '-%.0s' {1..8})" \
+        "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..9})" \
         "$(printf -- '-%.0s' {1..8})"
     for key in "${VARIANTS[@]}"; do
         IFS='|' read -r tool variant <<<"$(label "$key")"
@@ -573,7 +626,8 @@ cleanup() {
     if [[ -n ${BENCH_OUT:-} && -n $WORK ]]; then
         mkdir -p "$BENCH_OUT"
         cp -r "$WORK/logs" "$BENCH_OUT/" 2>/dev/null || true
-        cp -r "$WORK/pgbackrest/log" "$BENCH_OUT/logs/pgbackrest" 2>/dev/null || true
+        mkdir -p "$BENCH_OUT/logs/pgbackrest"
+        cp -r "$WORK/pgbackrest/log/." "$BENCH_OUT/logs/pgbackrest/" 2>/dev/null || true
         cp "$RESULTS" "$BENCH_OUT/" 2>/dev/null || true
     fi
     [[ -z $WORK ]] || rm -rf "$WORK"
