@@ -531,4 +531,13 @@ fn wal_fetch_prefetches_the_next_segments() {
     let r = fetch_pf("000000010000000000000009");
     assert_eq!(r.code, 1, "{r:?}");
     assert!(!spool.exists(), "spool cleared at the end of the archive");
+
+    // After promotion the server archives again: that push removes a spool
+    // the last fetch left behind.
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::write(spool.join("000000010000000000000005"), "left over").unwrap();
+    let in_pg_wal = pg_wal.join("000000010000000000000001");
+    std::fs::copy(files.join("000000010000000000000001"), &in_pg_wal).unwrap();
+    assert_eq!(push(&env, &in_pg_wal, &[]).code, 0);
+    assert!(!spool.exists(), "wal-push removes the prefetch spool");
 }

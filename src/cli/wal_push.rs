@@ -10,6 +10,7 @@ use super::repo_args::RepoArgs;
 use pitr::config::redact;
 use pitr::error::ErrorKind;
 use pitr::repo::Repo;
+use pitr::wal::prefetch;
 use pitr::wal::push::{push, PushOutcome};
 
 #[derive(Debug, Args)]
@@ -30,6 +31,12 @@ pub async fn run(args: WalPushArgs) -> u8 {
         push(&repo, &args.path).await
     }
     .await;
+    // A server that archives has finished recovery: a prefetch spool left
+    // from it (PostgreSQL asks for the last segment again at the end) goes.
+    let spool = prefetch::spool_dir(&args.path);
+    if result.is_ok() && spool.exists() {
+        prefetch::clear(&spool);
+    }
     let shown = args.path.display();
     match result {
         Ok(PushOutcome::Stored {
