@@ -37,14 +37,10 @@ fn primary(dir: &TestDir, env: &[(String, String)]) -> Pg {
     pg
 }
 
-fn conninfo(pg: &Pg) -> String {
-    format!("host={} port={} user=postgres", pg.sock.display(), pg.port)
-}
-
 fn backup(env: &[(String, String)], pg: &Pg, extra: &[&str]) -> Run {
     run(pitr()
         .envs(env.iter().cloned())
-        .args(["backup", "-d", &conninfo(pg), "--wal-timeout", "60"])
+        .args(["backup", "-d", &pg.conninfo(), "--wal-timeout", "60"])
         .args(extra))
 }
 
@@ -343,7 +339,7 @@ fn a_backup_killed_midway_is_never_usable() {
     slow.push(("PITR_S3_PART_SIZE".into(), "5".into()));
     let mut child = pitr()
         .envs(slow.iter().cloned())
-        .args(["backup", "-d", &conninfo(&pg), "--max-rate", "2048"])
+        .args(["backup", "-d", &pg.conninfo(), "--max-rate", "2048"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -54,18 +54,7 @@ fn scenario(tag: &str) -> Scenario {
         ts.display()
     ));
     primary.sql("create table r (id int primary key, note text) tablespace ts1");
-    let b = pitr_run(
-        &env,
-        &[
-            "backup",
-            "-d",
-            &format!(
-                "host={} port={} user=postgres",
-                primary.sock.display(),
-                primary.port
-            ),
-        ],
-    );
+    let b = pitr_run(&env, &["backup", "-d", &primary.conninfo()]);
     assert_eq!(b.code, 0, "{b:?}");
     let backup_id = b.stdout.trim().to_string();
     let shown: serde_json::Value = serde_json::from_str(
@@ -274,11 +263,7 @@ fn timelines_are_followed_and_forks_before_the_backup_refused() {
         &[
             "backup",
             "-d",
-            &format!(
-                "host={} port={} user=postgres",
-                s.primary.sock.display(),
-                s.primary.port
-            ),
+            &s.primary.conninfo(),
             "--name",
             "after-fork",
         ],

@@ -77,18 +77,7 @@ fn backup_archive_restore(major: u32) {
     );
     primary.sql("create table r (id int primary key, note text)");
 
-    let b = pitr_run(
-        &env,
-        &[
-            "backup",
-            "-d",
-            &format!(
-                "host={} port={} user=postgres",
-                primary.sock.display(),
-                primary.port
-            ),
-        ],
-    );
+    let b = pitr_run(&env, &["backup", "-d", &primary.conninfo()]);
     assert_eq!(b.code, 0, "pitr backup on PostgreSQL {major}: {b:?}");
     let backup_id = b.stdout.trim().to_string();
     let listed: serde_json::Value =

@@ -102,6 +102,15 @@ impl Pg {
         as_postgres(self.bin.join("pg_ctl"))
     }
 
+    /// A connection string for `pitr backup -d`, as the `postgres` role.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} port={} user=postgres",
+            self.sock.display(),
+            self.port
+        )
+    }
+
     /// Appends settings to postgresql.conf.
     pub fn conf(&self, lines: &str) {
         use std::io::Write;
