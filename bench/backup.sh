@@ -21,6 +21,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SUPPORT=$ROOT/tests/support
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 BENCH_SCALE=${BENCH_SCALE:-50}
 BENCH_RUNS=${BENCH_RUNS:-1}
 BARMAN_VENV=${BARMAN_VENV:-/opt/pitr-test/barman-venv}
@@ -61,20 +63,6 @@ check_prereqs() {
     [[ $(id -u) -ne 0 ]] || id postgres >/dev/null 2>&1 || die "no postgres OS user"
 }
 
-# The pitr binary: PITR_BIN, or a release build of this checkout.
-build_pitr() {
-    local src=${PITR_BIN:-}
-    if [[ -z $src ]]; then
-        log "cargo build --release (minutes the first time)"
-        (cd "$ROOT" && cargo build --release --quiet)
-        src=$ROOT/target/release/pitr
-    fi
-    [[ -x $src ]] || die "not an executable: $src"
-    install -m 755 "$src" "$WORK/bin/pitr"
-    PITR=$WORK/bin/pitr
-    log "pitr: $("$PITR" --version 2>/dev/null || echo "$src")"
-}
-
 make_workdir() {
     # Not on tmpfs (bluestore uses O_DIRECT) and short (Ceph's unix sockets).
     WORK=$(mktemp -d /var/tmp/pitr-bench.XXXXXX)
@@ -98,28 +86,6 @@ start_rgw() {
 ensure_barman() {
     bash "$SUPPORT/barman-venv.sh" "$BARMAN_VENV" >/dev/null
     log "barman: $("$BARMAN_VENV/bin/barman-cloud-backup" --version 2>&1)"
-}
-
-# Environment of pitr (and of the server, whose archive_command is pitr).
-pitr_env() {
-    printf '%s\n' \
-        "PITR_REPO=s3://$PITR_BUCKET/pg" \
-        "PITR_SERVER_NAME=$SERVER" \
-        "PITR_ENDPOINT_URL=$PITR_TEST_S3_ENDPOINT" \
-        "PITR_CA_BUNDLE=$PITR_TEST_S3_CA" \
-        "S3_ACCESS_KEY_ID=$PITR_TEST_S3_ACCESS_KEY" \
-        "S3_SECRET_ACCESS_KEY=$PITR_TEST_S3_SECRET_KEY"
-}
-
-# Environment of barman-cloud (boto3).
-barman_env() {
-    printf '%s\n' \
-        "AWS_ACCESS_KEY_ID=$PITR_TEST_S3_ACCESS_KEY" \
-        "AWS_SECRET_ACCESS_KEY=$PITR_TEST_S3_SECRET_KEY" \
-        "AWS_CA_BUNDLE=$PITR_TEST_S3_CA" \
-        "AWS_DEFAULT_REGION=$PITR_TEST_S3_REGION" \
-        "AWS_REQUEST_CHECKSUM_CALCULATION=when_required" \
-        "AWS_RESPONSE_CHECKSUM_VALIDATION=when_required"
 }
 
 # A throw-away PostgreSQL on a Unix socket only, archiving with pitr.
@@ -358,13 +324,6 @@ label() {
     pgbb-tar) echo "pg_basebackup -Ft|local disk" ;;
     pgbb-tar-gz) echo "pg_basebackup -Ft -z|local disk, gzip -6" ;;
     esac
-}
-
-# median KEY COLUMN: the median of one column (1-based, of results.tsv) for one variant.
-median() {
-    awk -F'\t' -v k="$1" -v c="$2" '$1 == k { print $c }' "$RESULTS" | sort -g \
-        | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2];
-                                   else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 statuses() {

@@ -38,6 +38,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SUPPORT=$ROOT/tests/support
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 BENCH_SCALE=${BENCH_SCALE:-20}
 BENCH_SEGMENTS=${BENCH_SEGMENTS:-40}
 BENCH_RUNS=${BENCH_RUNS:-1}
@@ -86,20 +88,6 @@ check_prereqs() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null
     fi
     log "$(pgbackrest version)"
-}
-
-# The pitr binary: PITR_BIN, or a release build of this checkout.
-build_pitr() {
-    local src=${PITR_BIN:-}
-    if [[ -z $src ]]; then
-        log "cargo build --release (minutes the first time)"
-        (cd "$ROOT" && cargo build --release --quiet)
-        src=$ROOT/target/release/pitr
-    fi
-    [[ -x $src ]] || die "not an executable: $src"
-    install -m 755 "$src" "$WORK/bin/pitr"
-    PITR=$WORK/bin/pitr
-    log "pitr: $("$PITR" --version 2>/dev/null || echo "$src")"
 }
 
 make_workdir() {
@@ -152,28 +140,6 @@ restart_rgw_nodelay() {
 ensure_barman() {
     bash "$SUPPORT/barman-venv.sh" "$BARMAN_VENV" >/dev/null
     log "barman: $("$BARMAN_VENV/bin/barman-cloud-restore" --version 2>&1)"
-}
-
-# Environment of pitr (and of servers whose archive or restore command is pitr).
-pitr_env() {
-    printf '%s\n' \
-        "PITR_REPO=s3://$PITR_BUCKET/pg" \
-        "PITR_SERVER_NAME=$SERVER" \
-        "PITR_ENDPOINT_URL=$PITR_TEST_S3_ENDPOINT" \
-        "PITR_CA_BUNDLE=$PITR_TEST_S3_CA" \
-        "S3_ACCESS_KEY_ID=$PITR_TEST_S3_ACCESS_KEY" \
-        "S3_SECRET_ACCESS_KEY=$PITR_TEST_S3_SECRET_KEY"
-}
-
-# Environment of barman-cloud (boto3).
-barman_env() {
-    printf '%s\n' \
-        "AWS_ACCESS_KEY_ID=$PITR_TEST_S3_ACCESS_KEY" \
-        "AWS_SECRET_ACCESS_KEY=$PITR_TEST_S3_SECRET_KEY" \
-        "AWS_CA_BUNDLE=$PITR_TEST_S3_CA" \
-        "AWS_DEFAULT_REGION=$PITR_TEST_S3_REGION" \
-        "AWS_REQUEST_CHECKSUM_CALCULATION=when_required" \
-        "AWS_RESPONSE_CHECKSUM_VALIDATION=when_required"
 }
 
 # pgbackrest_conf FILE [EXTRA-GLOBAL-LINE...]: a pgBackRest settings file for
@@ -563,13 +529,6 @@ label() {
     pgbackrest-async) echo "pgBackRest|process-max=2, async get" ;;
     floor) echo "floor|local tar; cp from local dir" ;;
     esac
-}
-
-# median KEY COLUMN: the median of one column (1-based, of results.tsv) for one variant.
-median() {
-    awk -F'\t' -v k="$1" -v c="$2" '$1 == k { print $c }' "$RESULTS" | sort -g \
-        | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2];
-                                   else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 statuses() {
