@@ -162,7 +162,14 @@ pub struct S3Settings {
     pub path_style: bool,
     /// Bytes per multipart upload part (objects up to this size go in one PUT).
     pub part_size: usize,
+    /// Attempts the S3 client makes for one request (standard backoff).
+    /// This is the one retry layer for store requests, except for
+    /// wal-fetch, which retries whole fetches itself and sets this to 1.
+    pub request_attempts: u32,
 }
+
+/// Attempts per store request unless a command says otherwise.
+pub const DEFAULT_REQUEST_ATTEMPTS: u32 = 3;
 
 impl Default for S3Settings {
     fn default() -> Self {
@@ -174,6 +181,7 @@ impl Default for S3Settings {
             sse: Sse::None,
             path_style: true,
             part_size: crate::store::s3::DEFAULT_PART_SIZE,
+            request_attempts: DEFAULT_REQUEST_ATTEMPTS,
         }
     }
 }

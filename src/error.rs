@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Io,
     /// The PostgreSQL server refused, failed, or spoke out of turn.
     Postgres,
+    /// A restore target cannot be reached from what the repository holds
+    /// (WAL missing, a gap, a target after the end of the archive).
+    Unreachable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,8 @@ pub enum Error {
     Store(String),
     #[error("{0}")]
     Postgres(String),
+    #[error("{0}")]
+    Unreachable(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -59,6 +64,7 @@ impl Error {
             Error::WrongKey(_) => ErrorKind::WrongKey,
             Error::Store(_) => ErrorKind::Store,
             Error::Postgres(_) => ErrorKind::Postgres,
+            Error::Unreachable(_) => ErrorKind::Unreachable,
             Error::Io { .. } => ErrorKind::Io,
         }
     }

@@ -12,14 +12,39 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{exit, wal_fetch, Cli};
 
-/// The subcommand named on the command line, found before clap parses it,
-/// so that even a usage error of `wal-fetch` gets wal-fetch's exit codes.
-fn subcommand(args: &[OsString]) -> Option<String> {
-    args.iter()
-        .skip(1)
-        .map(|a| a.to_string_lossy())
-        .find(|a| !a.starts_with('-'))
-        .map(|a| a.into_owned())
+/// Whether this command line is a `restore_command` (`wal-fetch`), found
+/// before clap parses it, so that even a usage or settings error gets
+/// wal-fetch's exit codes: exit 1 there would read as "not in the archive"
+/// and end recovery early. True when any argument is `wal-fetch` (options
+/// may stand before it), is a near miss of it (`wal-fecth`), or names the
+/// files PostgreSQL restores into (`%p` is `pg_wal/RECOVERYXLOG` or
+/// `pg_wal/RECOVERYHISTORY`).
+fn is_fetch_command(args: &[OsString]) -> bool {
+    args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        let file = a.rsplit('/').next().unwrap_or_default();
+        a == "wal-fetch"
+            || file == "RECOVERYXLOG"
+            || file == "RECOVERYHISTORY"
+            || (!a.starts_with('-') && edit_distance(&a, "wal-fetch") <= 2)
+    })
+}
+
+/// Levenshtein distance, for spotting a mistyped subcommand.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + cost);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn init_logging(level: &str) {
@@ -35,7 +60,7 @@ fn init_logging(level: &str) {
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let is_fetch = subcommand(&args).as_deref() == Some("wal-fetch");
+    let is_fetch = is_fetch_command(&args);
     let usage_failure = |message: &str| -> ExitCode {
         if is_fetch {
             init_logging("info");
@@ -69,4 +94,34 @@ fn main() -> ExitCode {
         Err(e) => return usage_failure(&format!("cannot start the async runtime: {e}")),
     };
     ExitCode::from(runtime.block_on(cli::run(cli)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn finds_wal_fetch_wherever_it_stands() {
+        for line in [
+            "pitr wal-fetch 000000010000000000000001 pg_wal/RECOVERYXLOG",
+            "pitr --config /etc/pitr.env wal-fetch 00000002.history pg_wal/RECOVERYHISTORY",
+            "pitr --log-level debug --repo file:///x wal-fetch a b",
+            "pitr wal-fecth 000000010000000000000001 pg_wal/RECOVERYXLOG",
+            "pitr wal-fech a b",
+            "pitr --bogus x 000000010000000000000001 pg_wal/RECOVERYXLOG",
+        ] {
+            assert!(is_fetch_command(&args(line)), "{line}");
+        }
+        for line in [
+            "pitr wal-push pg_wal/000000010000000000000001",
+            "pitr --config /etc/pitr.env backup list",
+            "pitr restore --pgdata /srv/x",
+        ] {
+            assert!(!is_fetch_command(&args(line)), "{line}");
+        }
+    }
 }

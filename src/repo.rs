@@ -18,7 +18,19 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// Opens an existing repository: a local directory must exist. Every
+    /// reader uses this, so a wrong path is an error, not an empty archive.
     pub fn open(cfg: &RepoConfig) -> Result<Repo> {
+        Self::open_with(cfg, false)
+    }
+
+    /// Opens a repository, creating a local directory if needed: for the
+    /// commands that write (wal-push, backup).
+    pub fn create(cfg: &RepoConfig) -> Result<Repo> {
+        Self::open_with(cfg, true)
+    }
+
+    fn open_with(cfg: &RepoConfig, create: bool) -> Result<Repo> {
         RepoConfig::validate_server_name(&cfg.server_name)?;
         let key = match &cfg.encryption_key_file {
             Some(path) => Some(Arc::new(EncryptionKey::load(path)?)),
@@ -28,6 +40,7 @@ impl Repo {
             RepoLocation::S3 { bucket, prefix } => {
                 (Box::new(S3Store::open(&cfg.s3, bucket)?), prefix)
             }
+            RepoLocation::Fs { root } if create => (Box::new(FsStore::create(root)?), ""),
             RepoLocation::Fs { root } => (Box::new(FsStore::open(root)?), ""),
         };
         Ok(Repo {

@@ -364,7 +364,7 @@ fn a_backup_killed_midway_is_never_usable() {
     assert_eq!(b["status"], "STARTED");
     assert_eq!(b["usable"], false);
     let latest = pitr_cmd(&env, &["backup", "show", "latest"]);
-    assert_eq!(latest.code, 1, "no usable backup: {latest:?}");
+    assert_eq!(latest.code, 4, "no usable backup: {latest:?}");
     assert!(
         latest.stderr.contains("no backup 'latest'"),
         "{}",

@@ -184,7 +184,7 @@ fn every_target_kind_lands_on_the_right_rows() {
             "--dry-run",
         ],
     );
-    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.code, 4, "{r:?}");
     assert!(
         r.stderr.contains("after the latest recoverable point"),
         "{}",
@@ -202,7 +202,7 @@ fn every_target_kind_lands_on_the_right_rows() {
             "--dry-run",
         ],
     );
-    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.code, 4, "{r:?}");
     assert!(
         r.stderr
             .contains("restore point 'no-such-point' is not in the archived WAL"),
@@ -273,7 +273,7 @@ fn timelines_are_followed_and_forks_before_the_backup_refused() {
         "refused",
         &["--target-timeline", "2", "--backup-id", "after-fork"],
     );
-    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.code, 4, "{r:?}");
     assert!(
         r.stderr.contains("timeline 2 forked from timeline 1"),
         "{}",
@@ -318,7 +318,7 @@ fn bad_input_is_refused_before_anything_is_written() {
 
     // A target before the first backup.
     let (r, data) = s.restore("too-early", &["--target-time", "2000-01-01 00:00:00+00"]);
-    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.code, 4, "{r:?}");
     assert!(
         r.stderr.contains("cannot be reached") && r.stderr.contains("Earliest recoverable point"),
         "{}",

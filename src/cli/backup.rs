@@ -12,7 +12,7 @@ use super::repo_args::RepoArgs;
 use pitr::backup::take::{take, BackupRequest};
 use pitr::backup::{catalog, verify, BackupId};
 use pitr::config::redact;
-use pitr::error::{Error, ErrorKind, Result};
+use pitr::error::{Error, Result};
 use pitr::pgwire::{Checkpoint, ConnectParams};
 use pitr::repo::Repo;
 
@@ -28,8 +28,6 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct TakeArgs {
-    #[command(flatten)]
-    pub repo: RepoArgs,
 
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -105,47 +103,44 @@ pub enum BackupAction {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    #[command(flatten)]
-    pub repo: RepoArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    #[command(flatten)]
-    pub repo: RepoArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Backup id, name, `latest` or `oldest`
     pub backup: String,
 }
 
-fn open(repo: &RepoArgs) -> Result<(Repo, Vec<String>)> {
+/// Opens the repository; `create` for taking a backup (a local directory
+/// may not exist yet), never for reading.
+fn open(repo: &RepoArgs, create: bool) -> Result<(Repo, Vec<String>)> {
     let cfg = repo.to_config()?;
     let secrets = cfg.secrets();
-    Ok((Repo::open(&cfg)?, secrets))
+    let repo = match create {
+        true => Repo::create(&cfg)?,
+        false => Repo::open(&cfg)?,
+    };
+    Ok((repo, secrets))
 }
 
 fn fail(what: &str, e: &Error, secrets: &[String]) -> u8 {
     error!("{what}: {}", redact(&e.to_string(), secrets));
-    match e.kind() {
-        ErrorKind::Config => exit::USAGE,
-        ErrorKind::NotFound => exit::FAILED,
-        ErrorKind::Corrupt | ErrorKind::Conflict => exit::REFUSED,
-        _ => exit::FAILED,
-    }
+    exit::for_error(e.kind())
 }
 
-pub async fn run(args: BackupArgs) -> u8 {
+pub async fn run(args: BackupArgs, repo: &RepoArgs) -> u8 {
     match args.action {
-        Some(action) => run_action(action).await,
-        None => run_take(args.take).await,
+        Some(action) => run_action(action, repo).await,
+        None => run_take(args.take, repo).await,
     }
 }
 
-async fn run_take(args: TakeArgs) -> u8 {
-    let (repo, secrets) = match open(&args.repo) {
+async fn run_take(args: TakeArgs, repo_args: &RepoArgs) -> u8 {
+    let (repo, secrets) = match open(repo_args, true) {
         Ok(r) => r,
         Err(e) => return fail("backup", &e, &[]),
     };
@@ -183,14 +178,14 @@ async fn run_take(args: TakeArgs) -> u8 {
     }
 }
 
-async fn run_action(action: BackupAction) -> u8 {
-    let (repo_args, what) = match &action {
-        BackupAction::List(a) => (&a.repo, "backup list"),
-        BackupAction::Show(a) => (&a.repo, "backup show"),
-        BackupAction::Delete(a) => (&a.repo, "backup delete"),
-        BackupAction::Verify(a) => (&a.repo, "backup verify"),
+async fn run_action(action: BackupAction, repo_args: &RepoArgs) -> u8 {
+    let what = match &action {
+        BackupAction::List(_) => "backup list",
+        BackupAction::Show(_) => "backup show",
+        BackupAction::Delete(_) => "backup delete",
+        BackupAction::Verify(_) => "backup verify",
     };
-    let (repo, secrets) = match open(repo_args) {
+    let (repo, secrets) = match open(repo_args, false) {
         Ok(r) => r,
         Err(e) => return fail(what, &e, &[]),
     };

@@ -32,6 +32,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "PITR_CONFIG", value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 
+    /// Repository settings: accepted before or after the subcommand.
+    #[command(flatten)]
+    pub repo: repo_args::RepoArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,11 +57,12 @@ pub enum Command {
 
 /// Runs the parsed command and returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
+    let repo = &cli.repo;
     match cli.command {
-        Command::WalPush(args) => wal_push::run(args).await,
-        Command::WalFetch(args) => wal_fetch::run(args).await,
-        Command::WalPrefetch(args) => wal_prefetch::run(args).await,
-        Command::Backup(args) => backup::run(*args).await,
-        Command::Restore(args) => restore::run(*args).await,
+        Command::WalPush(args) => wal_push::run(args, repo).await,
+        Command::WalFetch(args) => wal_fetch::run(args, repo).await,
+        Command::WalPrefetch(args) => wal_prefetch::run(args, repo).await,
+        Command::Backup(args) => backup::run(*args, repo).await,
+        Command::Restore(args) => restore::run(*args, repo, cli.config.as_deref()).await,
     }
 }

@@ -13,53 +13,53 @@ use pitr::error::{Error, Result};
 #[derive(Debug, Args)]
 pub struct RepoArgs {
     /// Repository: s3://bucket[/prefix] or file:///absolute/dir (required)
-    #[arg(long, env = "PITR_REPO", value_name = "URL")]
+    #[arg(long, global = true, env = "PITR_REPO", value_name = "URL")]
     pub repo: Option<String>,
 
     /// Barman server name: the folder under the prefix that holds this cluster (required)
-    #[arg(long, env = "PITR_SERVER_NAME", value_name = "NAME")]
+    #[arg(long, global = true, env = "PITR_SERVER_NAME", value_name = "NAME")]
     pub server_name: Option<String>,
 
     /// S3 endpoint, e.g. https://rgw.example:7443 (Ceph RGW, MinIO); AWS when unset
-    #[arg(long, env = "PITR_ENDPOINT_URL", value_name = "URL")]
+    #[arg(long, global = true, env = "PITR_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: Option<String>,
 
     /// S3 region (any name for Ceph RGW and MinIO)
-    #[arg(long, env = "PITR_REGION", default_value = "us-east-1")]
+    #[arg(long, global = true, env = "PITR_REGION", default_value = "us-east-1")]
     pub region: String,
 
     /// PEM file of CA certificates to trust besides the system's
-    #[arg(long, env = "PITR_CA_BUNDLE", value_name = "FILE")]
+    #[arg(long, global = true, env = "PITR_CA_BUNDLE", value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
 
     /// Use virtual-host-style S3 addressing instead of path style
-    #[arg(long, env = "PITR_S3_VIRTUAL_HOST_STYLE")]
+    #[arg(long, global = true, env = "PITR_S3_VIRTUAL_HOST_STYLE")]
     pub virtual_host_style: bool,
 
     /// S3 multipart part size in MiB (5-5120): bigger for databases over 300 GiB
-    #[arg(long, env = "PITR_S3_PART_SIZE", default_value_t = 32,
+    #[arg(long, global = true, env = "PITR_S3_PART_SIZE", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(5..=5120))]
     pub s3_part_size: u32,
 
     /// Server-side encryption: none, AES256 (SSE-S3) or aws:kms (SSE-KMS)
-    #[arg(long, env = "PITR_SSE", default_value = "none")]
+    #[arg(long, global = true, env = "PITR_SSE", default_value = "none")]
     pub sse: String,
 
     /// KMS key id for --sse aws:kms
-    #[arg(long, env = "PITR_SSE_KMS_KEY_ID", value_name = "ID")]
+    #[arg(long, global = true, env = "PITR_SSE_KMS_KEY_ID", value_name = "ID")]
     pub sse_kms_key_id: Option<String>,
 
     /// Compression of stored objects: gzip or none
-    #[arg(long, env = "PITR_COMPRESSION", default_value = "gzip")]
+    #[arg(long, global = true, env = "PITR_COMPRESSION", default_value = "gzip")]
     pub compression: String,
 
     /// gzip level, 1 (fastest) to 9 (smallest)
-    #[arg(long, env = "PITR_COMPRESSION_LEVEL", default_value_t = Compression::DEFAULT_GZIP_LEVEL,
+    #[arg(long, global = true, env = "PITR_COMPRESSION_LEVEL", default_value_t = Compression::DEFAULT_GZIP_LEVEL,
           value_parser = clap::value_parser!(u32).range(1..=9))]
     pub compression_level: u32,
 
     /// File holding a 256-bit key for client-side AES-256-GCM encryption
-    #[arg(long, env = "PITR_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    #[arg(long, global = true, env = "PITR_ENCRYPTION_KEY_FILE", value_name = "FILE")]
     pub encryption_key_file: Option<PathBuf>,
 }
 
@@ -134,6 +134,7 @@ impl RepoArgs {
                 sse,
                 path_style: !self.virtual_host_style,
                 part_size: self.s3_part_size as usize * (1 << 20),
+                request_attempts: pitr::config::DEFAULT_REQUEST_ATTEMPTS,
             },
             compression,
             encryption_key_file: self.encryption_key_file.clone(),

@@ -2,7 +2,7 @@
 //! recovery, then carry it out into an empty data directory.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, ValueEnum};
 use tracing::{error, info};
@@ -12,7 +12,7 @@ use super::exit;
 use super::progress::Reporter;
 use super::repo_args::RepoArgs;
 use pitr::config::redact;
-use pitr::error::{Error, ErrorKind, Result};
+use pitr::error::{Error, Result};
 use pitr::repo::Repo;
 use pitr::restore::execute::{execute, ExecuteRequest};
 use pitr::restore::target::{parse_time, parse_timeline};
@@ -23,8 +23,6 @@ use pitr::wal::Lsn;
 #[command(group(ArgGroup::new("target").multiple(false).args(
     ["target_time", "target_lsn", "target_xid", "target_name", "target_immediate"])))]
 pub struct RestoreArgs {
-    #[command(flatten)]
-    pub repo: RepoArgs,
 
     /// Data directory to restore into (must be empty or new)
     #[arg(long, short = 'D', env = "PGDATA", value_name = "DIR")]
@@ -122,16 +120,17 @@ impl RestoreArgs {
     /// The restore_command that reaches this repository the way this run
     /// does: the same binary and the same non-secret settings as flags.
     /// Credentials stay in the environment or the settings file.
-    fn restore_command(&self) -> String {
+    fn restore_command(repo: &RepoArgs, config: Option<&Path>) -> String {
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "pitr".into());
         let mut parts = vec![shell_quote(&exe)];
-        if let Ok(config) = std::env::var("PITR_CONFIG") {
-            parts.push(format!("--config {}", shell_quote(&config)));
+        if let Some(config) = config {
+            let config = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
+            parts.push(format!("--config {}", shell_quote(&config.display().to_string())));
         }
         parts.push("wal-fetch".into());
-        parts.extend(self.repo.fetch_args().iter().map(|a| shell_quote(a)));
+        parts.extend(repo.fetch_args().iter().map(|a| shell_quote(a)));
         parts.push("%f %p".into());
         parts.join(" ")
     }
@@ -202,15 +201,11 @@ fn print_plan(p: &Plan, format: Format) {
 
 fn fail(e: &Error, secrets: &[String]) -> u8 {
     error!("restore: {}", redact(&e.to_string(), secrets));
-    match e.kind() {
-        ErrorKind::Config => exit::USAGE,
-        ErrorKind::Corrupt | ErrorKind::Conflict | ErrorKind::WrongKey => exit::REFUSED,
-        _ => exit::FAILED,
-    }
+    exit::for_error(e.kind())
 }
 
-pub async fn run(args: RestoreArgs) -> u8 {
-    let cfg = match args.repo.to_config() {
+pub async fn run(args: RestoreArgs, repo_args: &RepoArgs, config: Option<&Path>) -> u8 {
+    let cfg = match repo_args.to_config() {
         Ok(c) => c,
         Err(e) => return fail(&e, &[]),
     };
@@ -239,7 +234,7 @@ pub async fn run(args: RestoreArgs) -> u8 {
             pgdata: std::path::absolute(&args.pgdata).unwrap_or(args.pgdata.clone()),
             force: args.force,
             tablespace_map,
-            restore_command: args.restore_command(),
+            restore_command: RestoreArgs::restore_command(repo_args, config),
             timeline: req.timeline,
         };
         let report = execute(&repo, &p, &exec, &progress).await;

@@ -10,23 +10,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::exit;
 use super::repo_args::RepoArgs;
 use pitr::config::redact;
-use pitr::error::{Error, ErrorKind};
 use pitr::repo::Repo;
-use pitr::wal::fetch::fetch;
+use pitr::wal::restore_command::{restore_wal, RetryPolicy, Verdict};
 use std::os::unix::process::CommandExt;
 
 use pitr::wal::page_header::{LongPageHeader, LONG_HEADER_LEN};
-use pitr::wal::{locate, prefetch, SegmentName, WalFileName};
+use pitr::wal::{prefetch, SegmentName, WalFileName};
 
 #[derive(Debug, Args)]
 pub struct WalFetchArgs {
-    #[command(flatten)]
-    pub repo: RepoArgs,
 
     /// Treat this server as a standby: on failure exit 1 so PostgreSQL falls
     /// back to streaming (also when standby.signal is in the data directory)
@@ -89,54 +86,9 @@ pub fn failure_exit(what: &str, message: &str, standby: Option<String>) -> u8 {
     }
 }
 
-/// "Not in the archive": the end of archived WAL (exit 1), unless a later
-/// segment of the same timeline is archived, which makes it a gap: ending
-/// recovery there would promote without the WAL after it.
-async fn not_found(
-    repo: &Repo,
-    name: &WalFileName,
-    what: &str,
-    e: &Error,
-    standby: Option<String>,
-    secrets: &[String],
-) -> u8 {
-    let WalFileName::Segment(segment) = name else {
-        debug!("{what}: {e}: exiting 1 (normal for timelines that do not exist)");
-        return exit::FAILED;
-    };
-    if standby.is_some() {
-        debug!("{what}: {e}: exiting 1 (standby mode: PostgreSQL goes on streaming)");
-        return exit::FAILED;
-    }
-    match locate::later_on_same_timeline(repo, segment).await {
-        Ok(Some(later)) => failure_exit(
-            what,
-            &format!(
-                "{name} is missing from the archive, but the later segment {later} of the same \
-                 timeline is there: the archive has a gap, and ending recovery here would lose \
-                 everything after it. Put the missing segment back (from pg_wal of the old \
-                 server, or another copy), or recover to a target before it"
-            ),
-            standby,
-        ),
-        Ok(None) => {
-            info!("{what}: not in the archive: exiting 1 (the end of the archived WAL)");
-            exit::FAILED
-        }
-        Err(check) => failure_exit(
-            what,
-            &format!(
-                "{name} is not in the archive, and checking for later segments failed: {}",
-                redact(&check.to_string(), secrets)
-            ),
-            standby,
-        ),
-    }
-}
-
 /// After `segment` is in place: drop older spooled segments, and start a
 /// prefetcher when fewer than half of the wanted segments are spooled.
-fn after_segment(args: &WalFetchArgs, segment: &SegmentName, spool: &Path) {
+fn after_segment(args: &WalFetchArgs, repo_args: &RepoArgs, segment: &SegmentName, spool: &Path) {
     prefetch::prune(spool, segment);
     if args.prefetch == 0 {
         return;
@@ -163,7 +115,7 @@ fn after_segment(args: &WalFetchArgs, segment: &SegmentName, spool: &Path) {
     let exe = std::env::current_exe().unwrap_or_else(|_| "pitr".into());
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("wal-prefetch")
-        .args(args.repo.fetch_args())
+        .args(repo_args.fetch_args())
         .arg("--spool")
         .arg(spool)
         .args([
@@ -182,17 +134,19 @@ fn after_segment(args: &WalFetchArgs, segment: &SegmentName, spool: &Path) {
     }
 }
 
-pub async fn run(args: WalFetchArgs) -> u8 {
+pub async fn run(args: WalFetchArgs, repo_args: &RepoArgs) -> u8 {
     let standby = standby_reason(args.standby, args.pgdata.as_deref());
     let what = format!("wal-fetch {}", args.name);
     let name: WalFileName = match args.name.parse() {
         Ok(n) => n,
         Err(e) => return failure_exit(&what, &e.to_string(), standby),
     };
-    let cfg = match args.repo.to_config() {
+    let mut cfg = match repo_args.to_config() {
         Ok(c) => c,
         Err(e) => return failure_exit(&what, &e.to_string(), standby),
     };
+    // One retry layer: whole fetches below, not each request inside them.
+    cfg.s3.request_attempts = 1;
     let secrets = cfg.secrets();
     let repo = match Repo::open(&cfg) {
         Ok(r) => r,
@@ -205,7 +159,7 @@ pub async fn run(args: WalFetchArgs) -> u8 {
         match prefetch::take(&spool, &name, &source, &args.dest) {
             Ok(true) => {
                 info!("{what}: restored from the prefetch spool");
-                after_segment(&args, &segment, &spool);
+                after_segment(&args, repo_args, &segment, &spool);
                 return exit::OK;
             }
             Ok(false) => {}
@@ -216,52 +170,61 @@ pub async fn run(args: WalFetchArgs) -> u8 {
         }
     }
 
-    let mut wait = Duration::from_secs_f64(args.retry_wait.max(0.0));
-    let mut attempt = 0;
-    let last: Error = loop {
-        attempt += 1;
-        match fetch(&repo, &name, &args.dest).await {
-            Ok(done) => {
-                if let WalFileName::Segment(segment) = name {
-                    after_segment(&args, &segment, &spool);
-                }
-                info!(
-                    "{what}: restored from {} ({} bytes{})",
-                    done.key,
-                    done.size,
-                    if done.checksum_verified {
-                        ", SHA-256 verified"
-                    } else {
-                        ""
-                    }
-                );
-                return exit::OK;
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                if matches!(name, WalFileName::Segment(_)) {
-                    prefetch::clear(&spool);
-                }
-                return not_found(&repo, &name, &what, &e, standby, &secrets).await;
-            }
-            // Bad settings cannot get better by waiting; anything else
-            // (a store hiccup, a damaged transfer) gets another try.
-            Err(e) if e.kind() == ErrorKind::Config || attempt > args.retries => break e,
-            Err(e) => {
-                warn!(
-                    "{what}: attempt {attempt} of {} failed: {}; retrying in {:.1}s",
-                    args.retries + 1,
-                    redact(&e.to_string(), &secrets),
-                    wait.as_secs_f64()
-                );
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-        }
+    let policy = RetryPolicy {
+        attempts: args.retries.saturating_add(1),
+        first_wait: Duration::from_secs_f64(args.retry_wait.max(0.0)),
     };
-    let message = format!(
-        "{} (after {attempt} attempt{})",
-        redact(&last.to_string(), &secrets),
-        if attempt == 1 { "" } else { "s" }
-    );
-    failure_exit(&what, &message, standby)
+    let verdict = restore_wal(&repo, &name, &args.dest, policy, |r| {
+        warn!(
+            "{what}: attempt {} of {} failed: {}; retrying in {:.1}s",
+            r.attempt,
+            r.attempts,
+            redact(&r.error.to_string(), &secrets),
+            r.wait.as_secs_f64()
+        )
+    })
+    .await;
+    if !matches!(verdict, Verdict::Restored(_)) && matches!(name, WalFileName::Segment(_)) {
+        prefetch::clear(&spool);
+    }
+    match verdict {
+        Verdict::Restored(done) => {
+            if let WalFileName::Segment(segment) = name {
+                after_segment(&args, repo_args, &segment, &spool);
+            }
+            info!(
+                "{what}: restored from {} ({} bytes{})",
+                done.key,
+                done.size,
+                if done.checksum_verified {
+                    ", SHA-256 verified"
+                } else {
+                    ""
+                }
+            );
+            exit::OK
+        }
+        Verdict::NotInArchive => {
+            info!("{what}: not in the archive: exiting 1 (the end of the archived WAL, or a timeline that does not exist)");
+            exit::FAILED
+        }
+        Verdict::Gap { later } => failure_exit(
+            &what,
+            &format!(
+                "{name} is missing from the archive, but the later segment {later} of the same \
+                 timeline is there: the archive has a gap, and ending recovery here would lose \
+                 everything after it. Put the missing segment back (from pg_wal of the old \
+                 server, or another copy), or recover to a target before it"
+            ),
+            standby,
+        ),
+        Verdict::Failed { error, attempts } => {
+            let message = format!(
+                "{} (after {attempts} attempt{})",
+                redact(&error.to_string(), &secrets),
+                if attempts == 1 { "" } else { "s" }
+            );
+            failure_exit(&what, &message, standby)
+        }
+    }
 }

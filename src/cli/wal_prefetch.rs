@@ -15,8 +15,6 @@ use pitr::wal::{prefetch, WalFileName};
 
 #[derive(Debug, Args)]
 pub struct WalPrefetchArgs {
-    #[command(flatten)]
-    pub repo: RepoArgs,
     #[arg(long)]
     pub spool: PathBuf,
     #[arg(long)]
@@ -27,14 +25,14 @@ pub struct WalPrefetchArgs {
     pub segment_size: u64,
 }
 
-pub async fn run(args: WalPrefetchArgs) -> u8 {
+pub async fn run(args: WalPrefetchArgs, repo_args: &RepoArgs) -> u8 {
     let Ok(WalFileName::Segment(after)) = args.after.parse::<WalFileName>() else {
         warn!("wal-prefetch: '{}' is not a segment name", args.after);
         return exit::USAGE;
     };
     let mut secrets = Vec::new();
     let result = async {
-        let cfg = args.repo.to_config()?;
+        let cfg = repo_args.to_config()?;
         secrets = cfg.secrets();
         let repo = Repo::open(&cfg)?;
         prefetch::prefetch(

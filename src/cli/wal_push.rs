@@ -8,26 +8,23 @@ use tracing::{error, info};
 use super::exit;
 use super::repo_args::RepoArgs;
 use pitr::config::redact;
-use pitr::error::ErrorKind;
 use pitr::repo::Repo;
 use pitr::wal::prefetch;
 use pitr::wal::push::{push, PushOutcome};
 
 #[derive(Debug, Args)]
 pub struct WalPushArgs {
-    #[command(flatten)]
-    pub repo: RepoArgs,
 
     /// The WAL file to archive (%p in archive_command)
     pub path: PathBuf,
 }
 
-pub async fn run(args: WalPushArgs) -> u8 {
+pub async fn run(args: WalPushArgs, repo_args: &RepoArgs) -> u8 {
     let mut secrets = Vec::new();
     let result = async {
-        let cfg = args.repo.to_config()?;
+        let cfg = repo_args.to_config()?;
         secrets = cfg.secrets();
-        let repo = Repo::open(&cfg)?;
+        let repo = Repo::create(&cfg)?;
         push(&repo, &args.path).await
     }
     .await;
@@ -53,11 +50,7 @@ pub async fn run(args: WalPushArgs) -> u8 {
         }
         Err(e) => {
             error!("wal-push {shown}: {}", redact(&e.to_string(), &secrets));
-            match e.kind() {
-                ErrorKind::Config => exit::USAGE,
-                ErrorKind::Conflict | ErrorKind::Corrupt => exit::REFUSED,
-                _ => exit::FAILED,
-            }
+            exit::for_error(e.kind())
         }
     }
 }

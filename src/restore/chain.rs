@@ -76,7 +76,7 @@ pub(super) async fn chain(
         let name = name_of(n);
         if !index.segments.contains_key(&name) {
             if n <= end_n {
-                return Err(Error::Store(format!(
+                return Err(Error::Unreachable(format!(
                     "backup {} cannot be restored: WAL it needs is missing from the archive: {name}",
                     backup.info.backup_id
                 ))
@@ -87,7 +87,7 @@ pub(super) async fn chain(
                     .map(name_of)
                     .filter(|s| !index.segments.contains_key(s))
                     .collect();
-                return Err(Error::Store(format!(
+                return Err(Error::Unreachable(format!(
                     "{} cannot be reached: the archive has a gap: {} missing, but {later} is \
                      archived, and recovery would stop at the gap",
                     req.target,
@@ -114,7 +114,7 @@ pub(super) async fn chain(
                             _ => None,
                         })
                         .max();
-                    Err(Error::Config(format!(
+                    Err(Error::Unreachable(format!(
                         "{} is after the latest recoverable point: the archive ends with segment \
                          {last}{}; recovery would end before reaching the target",
                         req.target,
@@ -127,7 +127,7 @@ pub(super) async fn chain(
                     ))
                     .into())
                 }
-                _ => Err(Error::Config(format!(
+                _ => Err(Error::Unreachable(format!(
                     "{} is not in the archived WAL after backup {} (read up to {last}): recovery \
                      would end before reaching it",
                     req.target, backup.info.backup_id

@@ -185,7 +185,7 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
             .map(|e| describe_point(e))
             .unwrap_or_default();
         let latest = latest_point(&index, usable.last().expect("not empty"));
-        Error::Config(format!(
+        Error::Unreachable(format!(
             "{} cannot be reached on timeline {}: {}. Earliest recoverable point: {earliest}; \
              latest: {latest}",
             req.target,

@@ -22,17 +22,39 @@ pub struct FsStore {
 }
 
 impl FsStore {
-    /// Opens (creating if needed) a repository directory.
+    /// Opens an existing repository directory. Readers use this: a
+    /// mistyped path or an archive that is not mounted is an error, never an
+    /// empty repository (which would read as "the end of the archive").
     pub fn open(root: &Path) -> Result<Self> {
+        match fs::metadata(root) {
+            Ok(md) if md.is_dir() => Ok(FsStore {
+                root: root.to_path_buf(),
+            }),
+            Ok(_) => Err(Error::Config(format!(
+                "repository {} (--repo / PITR_REPO) is not a directory",
+                root.display()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::Config(format!(
+                "repository directory {} (--repo / PITR_REPO) does not exist: check the path, \
+                 and that the archive is mounted (only wal-push and backup create it)",
+                root.display()
+            ))),
+            Err(e) => Err(Error::Config(format!(
+                "cannot open repository directory {} (--repo / PITR_REPO): {e}",
+                root.display()
+            ))),
+        }
+    }
+
+    /// Opens a repository directory, creating it if needed (writers).
+    pub fn create(root: &Path) -> Result<Self> {
         fs::create_dir_all(root).map_err(|e| {
             Error::Config(format!(
                 "cannot create repository directory {} (--repo / PITR_REPO): {e}",
                 root.display()
             ))
         })?;
-        Ok(FsStore {
-            root: root.to_path_buf(),
-        })
+        Self::open(root)
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -287,7 +309,7 @@ mod tests {
     #[tokio::test]
     async fn put_get_list_never_overwrite() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsStore::open(dir.path()).unwrap();
+        let store = FsStore::create(dir.path()).unwrap();
         let opts = PutOptions {
             if_absent: true,
             metadata: [("a".to_string(), "1".to_string())].into(),

@@ -56,6 +56,10 @@ pub trait ObjectStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Object>>;
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Whether any object's key starts with `prefix` (one cheap request).
+    async fn any_under(&self, prefix: &str) -> Result<bool> {
+        Ok(!self.list(prefix).await?.is_empty())
+    }
     async fn delete(&self, key: &str) -> Result<()>;
     /// Drops every unfinished upload under `prefix` (left by a process that
     /// was killed) and returns how many it dropped.

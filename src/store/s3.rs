@@ -83,7 +83,7 @@ pub fn client(settings: &S3Settings) -> Result<Client> {
         .force_path_style(settings.path_style)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .retry_config(RetryConfig::standard().with_max_attempts(settings.request_attempts.max(1)))
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -264,6 +264,19 @@ impl ObjectStore for S3Store {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn any_under(&self, prefix: &str) -> Result<bool> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| to_error(e, "LIST", prefix, &self.target()))?;
+        Ok(!page.contents().is_empty())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

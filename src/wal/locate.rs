@@ -32,6 +32,22 @@ pub async fn open(repo: &Repo, name: &WalFileName) -> Result<Option<Object>> {
     Ok(None)
 }
 
+/// Whether the repository holds an archive for its server at all: pitr's
+/// identity record (one request), or else any WAL (Barman's repositories
+/// have no identity). False means a wrong repository or server name, never
+/// an archive that ends here.
+pub async fn archive_exists(repo: &Repo) -> Result<bool> {
+    if repo
+        .store
+        .head(&repo.layout.identity_key())
+        .await?
+        .is_some()
+    {
+        return Ok(true);
+    }
+    repo.store.any_under(&repo.layout.wals_prefix()).await
+}
+
 /// A later segment on the same timeline than `segment`, if the archive has
 /// one: then a missing `segment` is a gap in the archive, not its end.
 /// Looks in the segment's hash directory and the next one.

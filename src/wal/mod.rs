@@ -11,6 +11,9 @@ pub mod page_header;
 pub mod prefetch;
 pub mod push;
 pub mod records;
+pub mod restore_command;
+#[cfg(test)]
+pub(crate) mod test_segments;
 pub mod timeline;
 
 pub use lsn::Lsn;

@@ -41,6 +41,7 @@ impl Rgw {
             sse: Sse::None,
             path_style: true,
             part_size: pitr::store::s3::DEFAULT_PART_SIZE,
+            request_attempts: pitr::config::DEFAULT_REQUEST_ATTEMPTS,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,0 +1,301 @@
+//! The `restore_command` contract, decided once for every caller: the
+//! `pitr wal-fetch` command maps the verdict to exit codes, the CNPG-I
+//! plugin maps it to gRPC codes.
+//!
+//! PostgreSQL reads "not found" as the end of the archive: recovery ends and
+//! the server promotes. So "not found" is given only when the archive is
+//! really there and really ends before the requested file. A repository or
+//! server with no archive at all (a mistyped `--repo` or `--server-name`, an
+//! unmounted directory), a missing segment with later segments after it (a
+//! gap), and every failure to fetch or to decide are told apart, so that the
+//! caller can stop recovery instead of promoting with WAL missing. Whether
+//! that applies (a standby falls back to streaming instead) is the caller's
+//! rule, not this module's.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::fetch::{fetch, FetchOutcome};
+use super::locate;
+use super::{SegmentName, WalFileName};
+use crate::error::{Error, ErrorKind, Result};
+use crate::repo::Repo;
+
+/// What became of one `restore_command` request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The file is at the destination, complete and verified.
+    Restored(FetchOutcome),
+    /// Not in the archive, which is there: the end of archived WAL, or a
+    /// timeline or history file that does not exist (normal).
+    NotInArchive,
+    /// The segment is missing, but a later segment of the same timeline is
+    /// archived: ending recovery here would lose everything after it.
+    Gap { later: SegmentName },
+    /// The file could not be fetched, or whether it exists could not be
+    /// decided; `attempts` tries were made.
+    Failed { error: Error, attempts: u32 },
+}
+
+/// How failures are retried within one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries in all (at least 1).
+    pub attempts: u32,
+    /// Wait before the second try; doubled after each.
+    pub first_wait: Duration,
+}
+
+impl RetryPolicy {
+    /// The longest a request can spend waiting between tries.
+    pub fn total_wait(&self) -> Duration {
+        (1..self.attempts.max(1)).fold(Duration::ZERO, |total, i| {
+            total + self.first_wait * 2u32.saturating_pow(i - 1)
+        })
+    }
+}
+
+/// A try that failed and will be retried, for the caller's log.
+#[derive(Debug)]
+pub struct Retry<'a> {
+    pub attempt: u32,
+    pub attempts: u32,
+    pub error: &'a Error,
+    pub wait: Duration,
+}
+
+/// Whether trying again could help: settings and keys do not change
+/// between tries; the store, the network and a damaged transfer may.
+fn retryable(e: &Error) -> bool {
+    !matches!(e.kind(), ErrorKind::Config | ErrorKind::WrongKey)
+}
+
+/// Fetches `name` into `dest` and decides what PostgreSQL must be told.
+/// Nothing is left at `dest` unless the verdict is `Restored`.
+pub async fn restore_wal(
+    repo: &Repo,
+    name: &WalFileName,
+    dest: &Path,
+    policy: RetryPolicy,
+    mut on_retry: impl FnMut(Retry<'_>),
+) -> Verdict {
+    let attempts = policy.attempts.max(1);
+    let mut wait = policy.first_wait;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match try_once(repo, name, dest).await {
+            Ok(verdict) => return verdict,
+            Err(e) => e,
+        };
+        if attempt >= attempts || !retryable(&error) {
+            return Verdict::Failed {
+                error,
+                attempts: attempt,
+            };
+        }
+        on_retry(Retry {
+            attempt,
+            attempts,
+            error: &error,
+            wait,
+        });
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+}
+
+async fn try_once(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Verdict> {
+    match fetch(repo, name, dest).await {
+        Ok(done) => Ok(Verdict::Restored(done)),
+        Err(e) if e.kind() == ErrorKind::NotFound => missing(repo, name).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// `name` is not in the archive: the end of it, a gap, or no archive at all.
+pub async fn missing(repo: &Repo, name: &WalFileName) -> Result<Verdict> {
+    if !locate::archive_exists(repo).await? {
+        return Err(Error::Config(format!(
+            "{name} was asked for, but {} holds no archive at all (no WAL, no pitr identity): \
+             check --repo / PITR_REPO and --server-name / PITR_SERVER_NAME, and that the \
+             archive is mounted; an empty archive is never taken as the end of the WAL",
+            repo.describe()
+        )));
+    }
+    let WalFileName::Segment(segment) = name else {
+        return Ok(Verdict::NotInArchive);
+    };
+    Ok(match locate::later_on_same_timeline(repo, segment).await? {
+        Some(later) => Verdict::Gap { later },
+        None => Verdict::NotInArchive,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Compression;
+    use crate::config::{RepoConfig, RepoLocation, S3Settings};
+    use crate::wal::push::push;
+    use crate::wal::test_segments::write_segment;
+
+    fn repo_at(root: &Path, server: &str) -> RepoConfig {
+        RepoConfig {
+            location: RepoLocation::Fs {
+                root: root.to_path_buf(),
+            },
+            server_name: server.into(),
+            s3: S3Settings::default(),
+            compression: Compression::Gzip { level: 1 },
+            encryption_key_file: None,
+        }
+    }
+
+    const FAST: RetryPolicy = RetryPolicy {
+        attempts: 2,
+        first_wait: Duration::from_millis(1),
+    };
+
+    async fn verdict(repo: &Repo, name: &str, dest: &Path) -> Verdict {
+        restore_wal(repo, &name.parse().unwrap(), dest, FAST, |_| {}).await
+    }
+
+    /// A repository with segments 1, 2 and 4 of timeline 1, and timeline 2's
+    /// history file.
+    async fn archive(dir: &Path) -> Repo {
+        let repo = Repo::create(&repo_at(&dir.join("repo"), "main")).unwrap();
+        let wal = dir.join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        for n in [1, 2, 4] {
+            let seg = write_segment(&wal, 1, n, 42);
+            push(&repo, &seg).await.unwrap();
+        }
+        let hist = wal.join("00000002.history");
+        std::fs::write(&hist, "1\t0/4000000\tno recovery target specified\n").unwrap();
+        push(&repo, &hist).await.unwrap();
+        repo
+    }
+
+    #[tokio::test]
+    async fn restored_files_are_complete_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = archive(dir.path()).await;
+        let dest = dir.path().join("RECOVERYXLOG");
+        let v = verdict(&repo, "000000010000000000000002", &dest).await;
+        assert!(
+            matches!(v, Verdict::Restored(ref o) if o.checksum_verified),
+            "{v:?}"
+        );
+        let expected = std::fs::read(dir.path().join("wal/000000010000000000000002")).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), expected);
+        let v = verdict(
+            &repo,
+            "00000002.history",
+            &dir.path().join("RECOVERYHISTORY"),
+        )
+        .await;
+        assert!(matches!(v, Verdict::Restored(_)), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_archive_is_not_in_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = archive(dir.path()).await;
+        let dest = dir.path().join("RECOVERYXLOG");
+        let v = verdict(&repo, "000000010000000000000005", &dest).await;
+        assert!(matches!(v, Verdict::NotInArchive), "{v:?}");
+        assert!(!dest.exists());
+        // Probes for timelines that do not exist, on a timeline with no WAL.
+        let v = verdict(&repo, "00000003.history", &dest).await;
+        assert!(matches!(v, Verdict::NotInArchive), "{v:?}");
+        let v = verdict(&repo, "000000020000000000000004", &dest).await;
+        assert!(matches!(v, Verdict::NotInArchive), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_segment_before_a_later_one_is_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = archive(dir.path()).await;
+        let dest = dir.path().join("RECOVERYXLOG");
+        let v = verdict(&repo, "000000010000000000000003", &dest).await;
+        match v {
+            Verdict::Gap { later } => assert_eq!(later.to_string(), "000000010000000000000004"),
+            other => panic!("expected a gap, got {other:?}"),
+        }
+        assert!(!dest.exists());
+    }
+
+    #[tokio::test]
+    async fn no_archive_at_all_is_a_failure_not_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = archive(dir.path()).await;
+        // A mistyped server name: the repository is there, the server is not.
+        let other = Repo::open(&repo_at(&dir.path().join("repo"), "mian")).unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        for name in ["000000010000000000000001", "00000002.history"] {
+            match verdict(&other, name, &dest).await {
+                Verdict::Failed { error, attempts } => {
+                    assert_eq!(error.kind(), ErrorKind::Config);
+                    assert!(error.to_string().contains("PITR_SERVER_NAME"), "{error}");
+                    assert_eq!(attempts, 1, "a settings error is not retried");
+                }
+                v => panic!("{name}: expected a failure, got {v:?}"),
+            }
+        }
+        // A mistyped repository directory is refused when opening, and not
+        // created.
+        let missing = dir.path().join("no-such-repo");
+        let e = Repo::open(&repo_at(&missing, "main"))
+            .err()
+            .expect("refused");
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(!missing.exists());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_object_fails_after_every_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = archive(dir.path()).await;
+        let key = dir
+            .path()
+            .join("repo/main/wals/0000000100000000/000000010000000000000002.gz");
+        let mut bytes = std::fs::read(&key).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(&key, bytes).unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        let mut retries = 0;
+        let v = restore_wal(
+            &repo,
+            &"000000010000000000000002".parse().unwrap(),
+            &dest,
+            FAST,
+            |_| retries += 1,
+        )
+        .await;
+        match v {
+            Verdict::Failed { error, attempts } => {
+                assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+                assert_eq!(attempts, 2);
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert_eq!(retries, 1);
+        assert!(!dest.exists(), "nothing half-written at the destination");
+    }
+
+    #[test]
+    fn total_wait_doubles() {
+        let p = RetryPolicy {
+            attempts: 4,
+            first_wait: Duration::from_secs(1),
+        };
+        assert_eq!(p.total_wait(), Duration::from_secs(7));
+        let once = RetryPolicy {
+            attempts: 1,
+            first_wait: Duration::from_secs(1),
+        };
+        assert_eq!(once.total_wait(), Duration::ZERO);
+    }
+}
