@@ -28,7 +28,6 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct TakeArgs {
-
     #[command(flatten)]
     pub conn: ConnArgs,
 

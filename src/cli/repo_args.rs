@@ -59,7 +59,12 @@ pub struct RepoArgs {
     pub compression_level: u32,
 
     /// File holding a 256-bit key for client-side AES-256-GCM encryption
-    #[arg(long, global = true, env = "PITR_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "PITR_ENCRYPTION_KEY_FILE",
+        value_name = "FILE"
+    )]
     pub encryption_key_file: Option<PathBuf>,
 }
 

@@ -23,7 +23,6 @@ use pitr::wal::Lsn;
 #[command(group(ArgGroup::new("target").multiple(false).args(
     ["target_time", "target_lsn", "target_xid", "target_name", "target_immediate"])))]
 pub struct RestoreArgs {
-
     /// Data directory to restore into (must be empty or new)
     #[arg(long, short = 'D', env = "PGDATA", value_name = "DIR")]
     pub pgdata: PathBuf,
@@ -127,7 +126,10 @@ impl RestoreArgs {
         let mut parts = vec![shell_quote(&exe)];
         if let Some(config) = config {
             let config = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
-            parts.push(format!("--config {}", shell_quote(&config.display().to_string())));
+            parts.push(format!(
+                "--config {}",
+                shell_quote(&config.display().to_string())
+            ));
         }
         parts.push("wal-fetch".into());
         parts.extend(repo.fetch_args().iter().map(|a| shell_quote(a)));

@@ -24,7 +24,6 @@ use pitr::wal::{prefetch, SegmentName, WalFileName};
 
 #[derive(Debug, Args)]
 pub struct WalFetchArgs {
-
     /// Treat this server as a standby: on failure exit 1 so PostgreSQL falls
     /// back to streaming (also when standby.signal is in the data directory)
     #[arg(long, env = "PITR_STANDBY")]

@@ -14,7 +14,6 @@ use pitr::wal::push::{push, PushOutcome};
 
 #[derive(Debug, Args)]
 pub struct WalPushArgs {
-
     /// The WAL file to archive (%p in archive_command)
     pub path: PathBuf,
 }

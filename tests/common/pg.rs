@@ -52,6 +52,9 @@ pub struct Pg {
     pub bin: PathBuf,
     env: Vec<(String, String)>,
     running: bool,
+    /// Where the log of the latest start begins (a data directory may be
+    /// started several times, and the log file grows).
+    log_start: usize,
 }
 
 impl Pg {
@@ -88,6 +91,7 @@ impl Pg {
             bin: bin.to_path_buf(),
             env: Vec::new(),
             running: false,
+            log_start: 0,
         };
         pg.conf(&format!(
             "listen_addresses = ''\nport = {}\nunix_socket_directories = '{}'\nfsync = off\n\
@@ -135,6 +139,7 @@ impl Pg {
 
     fn pg_ctl_start(&mut self, env: &[(String, String)], wait: &[&str]) {
         self.env = env.to_vec();
+        self.log_start = self.log().len();
         let out = self
             .pg_ctl()
             .arg("-D")
@@ -174,6 +179,14 @@ impl Pg {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// What the server logged since it was last started.
+    pub fn log_since_start(&self) -> String {
+        self.log()
+            .get(self.log_start..)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// A client program pointed at this server as the `postgres` role.
@@ -286,7 +299,9 @@ impl Pg {
                 return;
             }
             // pg_ctl -W returns before postmaster.pid exists: give it time.
-            let stopped = self.log().contains("database system is shut down")
+            let stopped = self
+                .log_since_start()
+                .contains("database system is shut down")
                 || (start.elapsed() > Duration::from_secs(5) && !self.is_running());
             if stopped {
                 self.running = false;
@@ -339,4 +354,38 @@ pub fn start_restored_with(bin: &Path, data: &Path, env: &[(String, String)], ex
     pg.start_nowait(env);
     pg.wait_promoted(Duration::from_secs(180));
     pg
+}
+
+impl Pg {
+    /// A base backup that carries the WAL it needs to become consistent
+    /// (pg_basebackup's default), so a copy can start without any archive.
+    pub fn basebackup_with_wal(&self, dest: &Path) {
+        run_ok(
+            self.client("pg_basebackup")
+                .args(["-X", "fetch", "-c", "fast", "--no-sync", "-D"])
+                .arg(dest),
+        );
+    }
+
+    /// Starts a server that must stop during recovery (restore_command
+    /// failed above 125) and waits until it has: returns the log it wrote
+    /// in this run. Panics if it promotes or is still running at `timeout`.
+    pub fn start_expecting_stop(&mut self, env: &[(String, String)], timeout: Duration) -> String {
+        self.pg_ctl_start(env, &["-W"]);
+        let start = Instant::now();
+        loop {
+            let new = self.log_since_start();
+            if new.contains("database system is shut down") {
+                self.running = false;
+                return new;
+            }
+            if self.try_sql("select pg_is_in_recovery()").as_deref() == Some("f") {
+                panic!("the server promoted instead of stopping\n--- server log ---\n{new}");
+            }
+            if start.elapsed() > timeout {
+                panic!("the server did not stop within {timeout:?}\n--- server log ---\n{new}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
