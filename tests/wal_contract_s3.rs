@@ -541,3 +541,92 @@ fn wal_fetch_prefetches_the_next_segments() {
     assert_eq!(push(&env, &in_pg_wal, &[]).code, 0);
     assert!(!spool.exists(), "wal-push removes the prefetch spool");
 }
+
+/// The first segment of a cluster made with `initdb --wal-segsize 64`.
+fn big_segment(dir: &TestDir) -> std::path::PathBuf {
+    let data = dir.join("initdb-64");
+    common::run_ok(
+        common::as_postgres(common::pg::bin_dir().join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "--wal-segsize",
+                "64",
+            ]),
+    );
+    let out = dir.join("seg-64");
+    std::fs::create_dir_all(&out).unwrap();
+    let dst = out.join(SEG1);
+    std::fs::copy(data.join("pg_wal").join(SEG1), &dst).unwrap();
+    dst
+}
+
+#[test]
+fn segments_larger_than_a_part_stay_atomic_and_verifiable() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("seg64");
+    let dir = TestDir::new("seg64");
+    let seg = big_segment(&dir);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 64 << 20);
+    let env = rgw.pitr_env(&bucket, "main");
+    // Uncompressed, with 5 MiB parts: the object is 13 parts' worth.
+    let opts = ["--compression", "none", "--s3-part-size", "5"];
+    let key = format!("pg/main/wals/{}/{SEG1}", &SEG1[..16]);
+
+    // Two pushes of different content under one name, at once: exactly one
+    // is stored, the other is refused, and the stored object is the winner's.
+    let mut other = std::fs::read(&seg).unwrap();
+    other[40 << 20] ^= 0xFF;
+    let other_path = dir.join("other").join(SEG1);
+    std::fs::create_dir_all(other_path.parent().unwrap()).unwrap();
+    std::fs::write(&other_path, &other).unwrap();
+    let racers: Vec<_> = [seg.clone(), other_path.clone()]
+        .into_iter()
+        .map(|p| {
+            let env = env.clone();
+            std::thread::spawn(move || push(&env, &p, &opts))
+        })
+        .collect();
+    let results: Vec<Run> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
+    assert!(
+        codes == [0, 3] || codes == [3, 0],
+        "one stored, one refused: {results:?}"
+    );
+    let winner = if codes[0] == 0 { &seg } else { &other_path };
+    let stored = rgw.get(&bucket, &key);
+    assert!(
+        stored == std::fs::read(winner).unwrap(),
+        "the stored object is the winner's"
+    );
+
+    // It carries pitr's checksum and size, so every read verifies it.
+    let meta = rgw.metadata_of(&bucket, &key);
+    assert_eq!(
+        meta.get("pitr-size").map(String::as_str),
+        Some("67108864"),
+        "{meta:?}"
+    );
+    assert_eq!(
+        meta.get("pitr-sha256").map(|s| s.len()),
+        Some(64),
+        "{meta:?}"
+    );
+
+    // A damaged copy in the store is refused on fetch, nothing written.
+    let mut damaged = stored.clone();
+    damaged[50 << 20] ^= 0x01;
+    // put_raw drops pitr's metadata: put the object back with it.
+    rgw.put_with_metadata(&bucket, &key, damaged, &meta);
+    let dest = dir.join("back").join("RECOVERYXLOG");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let r = fetch(&env, SEG1, &dest, &opts);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(r.stderr.contains("SHA-256"), "{}", r.stderr);
+    assert_nothing_written(&dest);
+}

@@ -36,7 +36,10 @@ pub struct Object {
 
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
-    /// Store only if no object exists under the key (never overwrite).
+    /// Store only if no object exists under the key (never overwrite). Such
+    /// an object is written in one atomic step whatever its size (one
+    /// conditional PUT on S3, a hard link on a local directory), and always
+    /// carries its late metadata (checksum, size).
     pub if_absent: bool,
     pub metadata: Metadata,
 }
@@ -94,8 +97,9 @@ pub trait ObjectWriter: Send {
     async fn write(&mut self, data: Bytes) -> Result<()>;
     /// Completes the object. `late_metadata` (known only once all data is
     /// written, such as a checksum) is added where the driver can still do
-    /// so: a single PUT or a local file; a multipart upload keeps only the
-    /// metadata given at the start.
+    /// so: a single PUT (every `if_absent` object) or a local file; a
+    /// multipart upload keeps only the metadata given at the start, so its
+    /// writer records the checksum elsewhere (a backup's pitr.json).
     async fn finish(self: Box<Self>, late_metadata: Metadata) -> Result<PutOutcome>;
     /// Drops everything written; leaves no partial object or open upload.
     async fn abort(self: Box<Self>) -> Result<()>;

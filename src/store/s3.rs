@@ -26,6 +26,12 @@ use crate::error::{Error, Result};
 /// Objects up to this size go in one PUT; larger ones in parts of this size.
 pub const DEFAULT_PART_SIZE: usize = 32 << 20;
 
+/// The largest object stored with `if_absent`: always one conditional PUT
+/// (`If-None-Match: *`), since completing a multipart upload cannot be made
+/// conditional on every store (Ceph RGW 16 ignores the condition there).
+/// Room for PostgreSQL's largest WAL segment (1 GiB) and encoding overhead.
+pub const MAX_CONDITIONAL_PUT: usize = (1 << 30) + (64 << 20);
+
 pub struct S3Store {
     client: Client,
     bucket: String,
@@ -373,14 +379,6 @@ struct S3Writer {
 impl S3Writer {
     async fn start_multipart(&mut self) -> Result<()> {
         let t = self.store.target();
-        if self.opts.if_absent && self.store.head(&self.key).await?.is_some() {
-            // Multipart completion cannot be made conditional on every
-            // store, so check up front; the caller compares content.
-            return Err(Error::Conflict(format!(
-                "s3://{}/{} already exists: refusing to overwrite it",
-                self.store.bucket, self.key
-            )));
-        }
         let (sse, kms) = self.store.sse_header();
         let meta = (!self.opts.metadata.is_empty())
             .then(|| self.opts.metadata.clone().into_iter().collect());
@@ -457,6 +455,18 @@ impl S3Writer {
 impl ObjectWriter for S3Writer {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         self.buf.extend_from_slice(&data);
+        if self.opts.if_absent {
+            // Never multipart: one atomic conditional PUT at finish.
+            if self.buf.len() > MAX_CONDITIONAL_PUT {
+                return Err(Error::Config(format!(
+                    "{} is over {} MiB, the largest object pitr stores with a conditional \
+                     PUT (never-overwrite); WAL segments are at most 1 GiB",
+                    self.key,
+                    MAX_CONDITIONAL_PUT >> 20
+                )));
+            }
+            return Ok(());
+        }
         while self.buf.len() > self.store.part_size {
             if self.upload.is_none() {
                 self.start_multipart().await?;

@@ -112,6 +112,29 @@ impl Rgw {
     }
 
     /// Raw PUT, bypassing pitr (to plant a damaged object).
+    /// Stores `body` under `key` with user metadata, overwriting.
+    pub fn put_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &std::collections::HashMap<String, String>,
+    ) {
+        let len = body.len() as i64;
+        self.rt
+            .block_on(
+                self.client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_length(len)
+                    .set_metadata(Some(metadata.clone()))
+                    .body(ByteStream::from(body))
+                    .send(),
+            )
+            .unwrap();
+    }
+
     pub fn put_raw(&self, bucket: &str, key: &str, body: Vec<u8>) {
         let len = body.len() as i64;
         self.rt
@@ -149,6 +172,19 @@ impl Rgw {
         self.rt
             .block_on(self.client.delete_object().bucket(bucket).key(key).send())
             .unwrap();
+    }
+
+    /// The user metadata (`x-amz-meta-*`) RGW reports for an object.
+    pub fn metadata_of(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> std::collections::HashMap<String, String> {
+        let h = self
+            .rt
+            .block_on(self.client.head_object().bucket(bucket).key(key).send())
+            .unwrap();
+        h.metadata().cloned().unwrap_or_default()
     }
 
     /// The server-side encryption RGW reports for an object.
