@@ -393,3 +393,47 @@ fn a_backup_killed_midway_is_never_usable() {
     );
     assert!(rgw.keys(&bucket, &prefix).is_empty());
 }
+
+#[test]
+fn a_refused_upload_names_its_cause_in_the_log_and_backup_info() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("denied");
+    let dir = TestDir::new("denied");
+    let env = rgw.pitr_env(&bucket, "main");
+    let pg = primary(&dir, &env);
+    // Revoke the right to write the backup's tars (and only those), so the
+    // upload fails while PostgreSQL is still streaming.
+    rgw.put_bucket_policy(
+        &bucket,
+        &format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Deny","Principal":{{"AWS":["*"]}},"Action":["s3:PutObject"],"Resource":["arn:aws:s3:::{bucket}/pg/main/base/*/data.tar*"]}}]}}"#
+        ),
+    );
+    let r = backup(&env, &pg, &["--compression", "none", "--s3-part-size", "5"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("AccessDenied") && r.stderr.contains("data.tar"),
+        "the log names the refused upload: {}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("stopped"), "{}", r.stderr);
+    let info_key = rgw
+        .keys(&bucket, "pg/main/base/")
+        .into_iter()
+        .find(|k| k.ends_with("backup.info"))
+        .expect("backup.info written");
+    let info = String::from_utf8(rgw.get(&bucket, &info_key)).unwrap();
+    assert!(info.contains("status=FAILED"), "{info}");
+    let error = info
+        .lines()
+        .find(|l| l.starts_with("error="))
+        .unwrap_or_default();
+    assert!(
+        error.contains("AccessDenied"),
+        "backup.info's error= carries the cause: {error}"
+    );
+    assert!(
+        !error.contains(&rgw.secret_key) && !r.stderr.contains(&rgw.secret_key),
+        "no secret in errors"
+    );
+}

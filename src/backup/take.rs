@@ -385,7 +385,8 @@ async fn store_stream(
                     };
                     for piece in pieces {
                         if tx.send(Ok(piece)).await.is_err() {
-                            return Err(Error::Store(format!("the upload of {key} stopped")));
+                            // The upload failed: its own error says why.
+                            return Err(None);
                         }
                     }
                 }
@@ -394,14 +395,23 @@ async fn store_stream(
                 Err(e) => {
                     // Make the upload fail rather than store a truncated object.
                     let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
-                    return Err(e);
+                    return Err(Some(e));
                 }
             }
         }
     };
     let (uploaded, next) = tokio::join!(upload, pump);
-    let next = next?;
-    Ok((uploaded?, next))
+    match (uploaded, next) {
+        (Ok(report), Ok(next)) => Ok((report, next)),
+        // The stream failed first: that is the cause, not the aborted upload.
+        (_, Err(Some(e))) => Err(e),
+        // The upload failed (access denied, a missing bucket, a 5xx): its
+        // error is the cause the user must see.
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(None)) => Err(Error::Store(format!(
+            "the upload of {key} ended before the stream did"
+        ))),
+    }
 }
 
 /// After the stream: wait for the WAL, check the chain, write pitr.json.

@@ -174,6 +174,19 @@ impl Rgw {
             .unwrap();
     }
 
+    /// Sets a bucket policy (JSON), for tests that revoke access.
+    pub fn put_bucket_policy(&self, bucket: &str, policy: &str) {
+        self.rt
+            .block_on(
+                self.client
+                    .put_bucket_policy()
+                    .bucket(bucket)
+                    .policy(policy)
+                    .send(),
+            )
+            .unwrap();
+    }
+
     /// The user metadata (`x-amz-meta-*`) RGW reports for an object.
     pub fn metadata_of(
         &self,
