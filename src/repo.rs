@@ -10,11 +10,14 @@ use crate::layout::Layout;
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
 use crate::store::ObjectStore;
+use crate::wal::identity::RepoIdentity;
 
 pub struct Repo {
     pub store: Box<dyn ObjectStore>,
     pub layout: Layout,
     pub codec: Codec,
+    /// The identity record once read (see `wal::identity::cached`).
+    pub(crate) identity_cache: tokio::sync::OnceCell<RepoIdentity>,
 }
 
 impl Repo {
@@ -50,6 +53,7 @@ impl Repo {
                 compression: cfg.compression,
                 key,
             },
+            identity_cache: tokio::sync::OnceCell::new(),
         })
     }
 

@@ -106,6 +106,18 @@ pub fn decoder<R: Read + Send + 'static>(
     key: Option<&EncryptionKey>,
     what: &str,
 ) -> io::Result<Box<dyn Read + Send>> {
+    decoder_reporting(source, compression, key, what).map(|(reader, _)| reader)
+}
+
+/// [`decoder`], also saying whether the object was encrypted (pitr's
+/// client-side encryption), so a caller that expects encryption can refuse
+/// a plaintext object.
+pub fn decoder_reporting<R: Read + Send + 'static>(
+    source: R,
+    compression: Compression,
+    key: Option<&EncryptionKey>,
+    what: &str,
+) -> io::Result<(Box<dyn Read + Send>, bool)> {
     let mut buffered = BufReader::with_capacity(256 * 1024, source);
     let encrypted = cipher::is_encrypted(buffered.fill_buf()?);
     let plain: Box<dyn Read + Send> = match (encrypted, key) {
@@ -118,12 +130,13 @@ pub fn decoder<R: Read + Send + 'static>(
             ))))
         }
     };
-    Ok(match compression {
+    let reader: Box<dyn Read + Send> = match compression {
         Compression::None => plain,
         Compression::Gzip { .. } => {
             Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(plain)))
         }
-    })
+    };
+    Ok((reader, encrypted))
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub struct DownloadReport {
     pub size: u64,
     /// True when the object carried pitr's checksum and it matched.
     pub checksum_verified: bool,
+    /// True when the object was stored with pitr's client-side encryption.
+    pub encrypted: bool,
 }
 
 /// Decodes `object` into `sink` and checks it against the checksum and size
@@ -55,7 +57,7 @@ pub async fn download<W: Write + Send + 'static>(
         }
     }
     drop(tx);
-    let (sha256, size, sink) = decoding
+    let (sha256, size, encrypted, sink) = decoding
         .await
         .map_err(|e| Error::Store(format!("decoder thread failed: {e}")))??;
 
@@ -86,6 +88,7 @@ pub async fn download<W: Write + Send + 'static>(
             sha256,
             size,
             checksum_verified,
+            encrypted,
         },
         sink,
     ))
@@ -97,10 +100,11 @@ fn decode<W: Write>(
     key: Option<&EncryptionKey>,
     mut sink: W,
     what: &str,
-) -> Result<(String, u64, W)> {
+) -> Result<(String, u64, bool, W)> {
     let context = format!("cannot decode {what}");
-    let mut reader = codec::decoder(ChannelReader::new(rx), compression, key, what)
-        .map_err(|e| Error::from_pipeline(&context, e))?;
+    let (mut reader, encrypted) =
+        codec::decoder_reporting(ChannelReader::new(rx), compression, key, what)
+            .map_err(|e| Error::from_pipeline(&context, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut size = 0u64;
@@ -116,5 +120,5 @@ fn decode<W: Write>(
         sink.write_all(&buf[..n])
             .map_err(|e| Error::from_pipeline("cannot write the decoded data", e))?;
     }
-    Ok((hex::encode(hasher.finalize()), size, sink))
+    Ok((hex::encode(hasher.finalize()), size, encrypted, sink))
 }

@@ -6,6 +6,7 @@
 use std::fs::OpenOptions;
 use std::path::Path;
 
+use super::identity;
 use super::locate;
 use super::WalFileName;
 use crate::codec::Compression;
@@ -39,6 +40,16 @@ pub async fn fetch(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Fetch
         .open(guard.path())
         .map_err(|e| Error::io(format!("cannot create {}", guard.path().display()), e))?;
     let (report, file) = transfer::download(obj, compression, repo.codec.key.clone(), file).await?;
+    if !report.encrypted && repo.codec.key.is_some() {
+        if let Some(id) = identity::cached(repo).await?.filter(|id| id.encrypted()) {
+            return Err(Error::WrongKey(format!(
+                "{key} is not encrypted, but {} holds client-side encrypted WAL (its identity \
+                 says {}): refusing a file that someone without the key may have put there",
+                repo.describe(),
+                id.client_side_encryption.as_deref().unwrap_or_default()
+            )));
+        }
+    }
     file.sync_all()
         .map_err(|e| Error::io(format!("cannot fsync {}", guard.path().display()), e))?;
     drop(file);

@@ -16,6 +16,45 @@ pub struct RepoIdentity {
     pub wal_segment_size: u64,
     pub created_by: String,
     pub created_at: String,
+    /// Set when the repository was created with client-side encryption
+    /// (`aes-256-gcm`): then a WAL file that is not encrypted is refused on
+    /// fetch, so someone who can write to the bucket but lacks the key
+    /// cannot substitute WAL, and a push without the key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_side_encryption: Option<String>,
+}
+
+/// The value of `client_side_encryption` pitr records.
+pub const CSE_AES_256_GCM: &str = "aes-256-gcm";
+
+impl RepoIdentity {
+    pub fn encrypted(&self) -> bool {
+        self.client_side_encryption.is_some()
+    }
+}
+
+/// The identity record, read once per [`Repo`] (it is never rewritten, so
+/// a record once found stays true; a missing one is looked for again).
+pub async fn cached(repo: &Repo) -> Result<Option<&RepoIdentity>> {
+    if let Some(id) = repo.identity_cache.get() {
+        return Ok(Some(id));
+    }
+    match load(repo).await? {
+        Some(id) => Ok(Some(repo.identity_cache.get_or_init(|| async { id }).await)),
+        None => Ok(None),
+    }
+}
+
+/// Refuses to go on without the key when the repository is encrypted.
+pub fn check_key(repo: &Repo, id: &RepoIdentity, what: &str) -> Result<()> {
+    if id.encrypted() && repo.codec.key.is_none() {
+        return Err(Error::WrongKey(format!(
+            "{} was created with client-side encryption, but no key is configured for {what}: \
+             set --encryption-key-file / PITR_ENCRYPTION_KEY_FILE",
+            repo.describe()
+        )));
+    }
+    Ok(())
 }
 
 /// Reads the identity record, if the repository has one.
@@ -37,14 +76,15 @@ pub async fn ensure(
     segment_size: u64,
     what: &str,
 ) -> Result<()> {
-    let recorded = match load(repo).await? {
-        Some(id) => id,
+    let recorded = match cached(repo).await? {
+        Some(id) => id.clone(),
         None => {
             let id = RepoIdentity {
                 system_identifier: system_identifier.to_string(),
                 wal_segment_size: segment_size,
                 created_by: format!("pitr {}", env!("CARGO_PKG_VERSION")),
                 created_at: chrono::Utc::now().to_rfc3339(),
+                client_side_encryption: repo.codec.key.as_ref().map(|_| CSE_AES_256_GCM.into()),
             };
             let body = serde_json::to_vec_pretty(&id).expect("identity serialises");
             let opts = PutOptions {
@@ -67,6 +107,7 @@ pub async fn ensure(
             }
         }
     };
+    check_key(repo, &recorded, what)?;
     if recorded.system_identifier != system_identifier.to_string() {
         return Err(Error::Conflict(format!(
             "{what} belongs to database system {system_identifier}, but {} holds WAL of database \

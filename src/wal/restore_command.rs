@@ -285,6 +285,54 @@ mod tests {
         assert!(!dest.exists(), "nothing half-written at the destination");
     }
 
+    #[tokio::test]
+    async fn plaintext_in_an_encrypted_repository_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        let root = dir.path().join("repo");
+        let mut cfg = repo_at(&root, "main");
+        cfg.encryption_key_file = Some(key);
+        let repo = Repo::create(&cfg).unwrap();
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        push(&repo, &write_segment(&wal, 1, 1, 42)).await.unwrap();
+        assert!(crate::wal::identity::load(&repo)
+            .await
+            .unwrap()
+            .unwrap()
+            .encrypted());
+
+        // Someone without the key cannot push: the identity says encrypted.
+        let plain = Repo::open(&repo_at(&root, "main")).unwrap();
+        let e = push(&plain, &write_segment(&wal, 1, 2, 42))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WrongKey, "{e}");
+
+        // A plaintext segment put there by hand is refused on fetch.
+        let elsewhere = Repo::create(&repo_at(&dir.path().join("other"), "main")).unwrap();
+        push(&elsewhere, &write_segment(&wal, 1, 2, 42))
+            .await
+            .unwrap();
+        let rel = "main/wals/0000000100000000/000000010000000000000002.gz";
+        std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(dir.path().join("other").join(rel), root.join(rel)).unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        match verdict(&repo, "000000010000000000000002", &dest).await {
+            Verdict::Failed { error, attempts } => {
+                assert_eq!(error.kind(), ErrorKind::WrongKey, "{error}");
+                assert!(error.to_string().contains("not encrypted"), "{error}");
+                assert_eq!(attempts, 1);
+            }
+            v => panic!("expected a refusal, got {v:?}"),
+        }
+        assert!(!dest.exists());
+        // The genuine, encrypted one still restores.
+        let v = verdict(&repo, "000000010000000000000001", &dest).await;
+        assert!(matches!(v, Verdict::Restored(_)), "{v:?}");
+    }
+
     #[test]
     fn total_wait_doubles() {
         let p = RetryPolicy {
