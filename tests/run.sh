@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 support=$PWD/tests/support
 
+# What the tests need: installed as root, named otherwise.
+bash "$support/preflight.sh"
+
 rgw_dir=$(mktemp -d /tmp/pitr-rgw.XXXXXX)
 # shellcheck disable=SC2317 # called from the trap
 cleanup() {
