@@ -263,7 +263,7 @@ async fn stream_backup(
                         repo.layout.backup_tablespace_key(&id, oid, suffix),
                     )
                 };
-                let mut scanner = TarWalker::new(Capture::new(&["backup_label"]));
+                let mut scanner = TarWalker::new(&key, Capture::new(&["backup_label"]));
                 let (report, next) =
                     store_stream(repo, &key, &mut stream, Some(&mut scanner), progress).await?;
                 if kind == "data" {
@@ -381,16 +381,17 @@ async fn store_stream(
                 Ok(Some(BackupEvent::Data(b) | BackupEvent::ManifestData(b))) => {
                     let pieces = match scanner.as_deref_mut() {
                         Some(s) => s.filter(&b),
-                        None => vec![b],
+                        None => Ok(vec![b]),
                     };
-                    for piece in pieces {
+                    for piece in pieces? {
                         if tx.send(Ok(piece)).await.is_err() {
                             return Err(Error::Store(format!("the upload of {key} stopped")));
                         }
                     }
                 }
                 Ok(Some(BackupEvent::Progress(done))) => progress.advance(done),
-                Ok(other) => return Ok(other), // dropping tx ends the object
+                // Dropping tx ends the object; a tar PostgreSQL cut short fails the backup.
+                Ok(other) => return scanner.map_or(Ok(()), |s| s.finish()).map(|()| other),
                 Err(e) => {
                     // Make the upload fail rather than store a truncated object.
                     let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
