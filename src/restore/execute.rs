@@ -22,6 +22,7 @@ use super::extract::{ExtractSink, Extractor};
 use super::plan::Plan;
 use super::target::{Target, TimelineTarget};
 use crate::backup::catalog::StoredObject;
+use crate::backup::info::BackupInfo;
 use crate::backup::take::Progress;
 use crate::codec::Compression;
 use crate::error::{Error, Result};
@@ -157,7 +158,7 @@ async fn jobs(
         )));
     }
     match &plan.backup.details {
-        Some(details) => attach_records(&mut out, &details.objects, plan)?,
+        Some(details) => attach_records(&mut out, &details.objects, &plan.backup.info)?,
         None => debug!(
             "backup {} has no pitr.json (Barman took it): its tars are checked for tar \
              structure (header checksums, end-of-archive marker) only, not against a \
@@ -170,8 +171,8 @@ async fn jobs(
 
 /// Gives each job the SHA-256 and size pitr.json records for its tar, and
 /// refuses a tar it does not record or a recorded tar the store lacks.
-fn attach_records(jobs: &mut [Job], objects: &[StoredObject], plan: &Plan) -> Result<()> {
-    let id = &plan.backup.info.backup_id;
+fn attach_records(jobs: &mut [Job], objects: &[StoredObject], info: &BackupInfo) -> Result<()> {
+    let id = &info.backup_id;
     let tars: Vec<&StoredObject> = objects.iter().filter(|o| o.kind != "manifest").collect();
     for job in jobs.iter_mut() {
         let name = file_name(&job.key);
@@ -191,7 +192,7 @@ fn attach_records(jobs: &mut [Job], objects: &[StoredObject], plan: &Plan) -> Re
     for o in tars {
         let name = file_name(&o.key);
         let wanted = match o.tablespace_oid {
-            Some(oid) => plan.backup.info.tablespaces.iter().any(|t| t.oid == oid),
+            Some(oid) => info.tablespaces.iter().any(|t| t.oid == oid),
             None => true,
         };
         if wanted && !jobs.iter().any(|j| file_name(&j.key) == name) {
@@ -455,4 +456,89 @@ async fn restore_into(
         tablespaces: tablespaces.iter().map(|(o, d)| (*o, d.clone())).collect(),
         settings_file,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::info::Tablespace;
+
+    fn recorded(file: &str, oid: Option<u32>) -> StoredObject {
+        StoredObject {
+            key: format!("pg/main/base/20260101T000000/{file}"),
+            kind: if oid.is_some() { "tablespace" } else { "data" }.into(),
+            tablespace_oid: oid,
+            plain_size: 10,
+            stored_size: 10,
+            sha256: "ab".repeat(32),
+        }
+    }
+
+    fn job(file: &str) -> Job {
+        Job {
+            key: format!("pg/main/base/20260101T000000/{file}"),
+            dest: PathBuf::from("/x"),
+            expected: None,
+        }
+    }
+
+    fn info() -> BackupInfo {
+        let mut info = BackupInfo::new("20260101T000000".parse().unwrap(), "main");
+        info.tablespaces.push(Tablespace {
+            name: "ts".into(),
+            oid: 16384,
+            location: "/ts".into(),
+        });
+        info
+    }
+
+    #[test]
+    fn every_tar_gets_its_record_and_strays_or_gaps_are_refused() {
+        let objects = [
+            recorded("data.tar", None),
+            recorded("16384.tar", Some(16384)),
+        ];
+        let mut jobs = [job("data.tar"), job("16384.tar")];
+        attach_records(&mut jobs, &objects, &info()).unwrap();
+        assert_eq!(jobs[0].expected.as_ref(), Some(&objects[0]));
+        assert_eq!(jobs[1].expected.as_ref(), Some(&objects[1]));
+
+        let mut stray = [job("data.tar"), job("data_0002.tar")];
+        let e = attach_records(&mut stray, &objects[..1], &info()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+        assert!(e.to_string().contains("data_0002.tar is in backup"), "{e}");
+
+        let mut missing = [job("data.tar")];
+        let e = attach_records(&mut missing, &objects, &info()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::NotFound);
+        assert!(e.to_string().contains("16384.tar in its pitr.json"), "{e}");
+    }
+
+    #[test]
+    fn a_tar_must_decode_to_its_recorded_sha256_and_size() {
+        let want = recorded("data.tar", None);
+        let report = |sha256: &str, size| DownloadReport {
+            info: crate::store::ObjectInfo {
+                key: want.key.clone(),
+                size: 10,
+                last_modified: None,
+                metadata: Default::default(),
+            },
+            sha256: sha256.into(),
+            size,
+            checksum_verified: false,
+        };
+        check_recorded(&want.key, &want, &report(&"AB".repeat(32), 10)).unwrap();
+        for (sha, size) in [("cd".repeat(32), 10), ("ab".repeat(32), 9)] {
+            let e = check_recorded(&want.key, &want, &report(&sha, size)).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&want.key)
+                    && msg.contains(&format!("decodes to {size} bytes with SHA-256 {sha}"))
+                    && msg.contains("records 10 bytes"),
+                "{msg}"
+            );
+        }
+    }
 }
