@@ -64,7 +64,7 @@ impl TarVisitor for Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tar_walk::tests::{member, symlink};
+    use crate::tar_walk::tests::{end_marker, member, symlink};
     use crate::tar_walk::TarWalker;
 
     #[test]
@@ -72,15 +72,17 @@ mod tests {
         let mut tar = member("PG_VERSION", b"15\n");
         tar.extend(symlink("pg_tblspc/16384", "/srv/ts"));
         tar.extend(member("backup_label", b"START WAL LOCATION: 0/2000028\n"));
-        tar.extend(vec![0u8; 1024]);
-        let mut w = crate::tar_walk::TarWalker::new(Capture::new(&["backup_label"]));
-        let out: Vec<u8> = w.filter(&bytes::Bytes::from(tar)).concat();
+        tar.extend(end_marker());
+        let mut w = TarWalker::new("base.tar", Capture::new(&["backup_label"]));
+        let out: Vec<u8> = w.filter(&bytes::Bytes::from(tar)).unwrap().concat();
+        w.finish().unwrap();
         assert_eq!(
             w.visitor.text("backup_label").as_deref(),
             Some("START WAL LOCATION: 0/2000028\n")
         );
-        let mut check = TarWalker::new(Capture::new(&[]));
-        check.feed(&out);
+        let mut check = TarWalker::new("filtered", Capture::new(&[]));
+        check.feed(&out).unwrap();
+        check.finish().unwrap();
         assert!(
             !out.windows(15).any(|w| w == b"pg_tblspc/16384"),
             "link dropped"

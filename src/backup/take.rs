@@ -263,7 +263,7 @@ async fn stream_backup(
                         repo.layout.backup_tablespace_key(&id, oid, suffix),
                     )
                 };
-                let mut scanner = TarWalker::new(Capture::new(&["backup_label"]));
+                let mut scanner = TarWalker::new(&key, Capture::new(&["backup_label"]));
                 let (report, next) =
                     store_stream(repo, &key, &mut stream, Some(&mut scanner), progress).await?;
                 if kind == "data" {
@@ -376,11 +376,18 @@ async fn store_stream(
         key,
     );
     let pump = async move {
-        loop {
-            match stream.next().await {
-                Ok(Some(BackupEvent::Data(b) | BackupEvent::ManifestData(b))) => {
+        let failure = loop {
+            let event = match stream.next().await {
+                Ok(event) => event,
+                Err(e) => break e,
+            };
+            match event {
+                Some(BackupEvent::Data(b) | BackupEvent::ManifestData(b)) => {
                     let pieces = match scanner.as_deref_mut() {
-                        Some(s) => s.filter(&b),
+                        Some(s) => match s.filter(&b) {
+                            Ok(pieces) => pieces,
+                            Err(e) => break e,
+                        },
                         None => vec![b],
                     };
                     for piece in pieces {
@@ -390,15 +397,18 @@ async fn store_stream(
                         }
                     }
                 }
-                Ok(Some(BackupEvent::Progress(done))) => progress.advance(done),
-                Ok(other) => return Ok(other), // dropping tx ends the object
-                Err(e) => {
-                    // Make the upload fail rather than store a truncated object.
-                    let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
-                    return Err(Some(e));
-                }
+                Some(BackupEvent::Progress(done)) => progress.advance(done),
+                // The end of this archive: a tar PostgreSQL cut short fails
+                // the backup; otherwise dropping tx completes the object.
+                other => match scanner.as_deref_mut().map_or(Ok(()), |s| s.finish()) {
+                    Ok(()) => return Ok(other),
+                    Err(e) => break e,
+                },
             }
-        }
+        };
+        // Make the upload fail rather than store a truncated or malformed object.
+        let _ = tx.send(Err(io::Error::other(failure.to_string()))).await;
+        Err(Some(failure))
     };
     let (uploaded, next) = tokio::join!(upload, pump);
     match (uploaded, next) {

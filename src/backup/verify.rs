@@ -102,8 +102,9 @@ impl TarVisitor for Hasher {
 
 impl Write for TarDigest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.walker.feed(buf);
+        let fed = self.walker.feed(buf);
         *self.current.lock().unwrap() = self.walker.current.clone();
+        fed.map_err(io::Error::other)?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -164,13 +165,16 @@ pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
         let current = Arc::new(Mutex::new(None));
         let hashed = Arc::new(Mutex::new(BTreeMap::new()));
         let sink = TarDigest {
-            walker: TarWalker::new(Hasher {
-                prefix,
-                name: None,
-                size: 0,
-                hash: Sha256::new(),
-                seen: hashed.clone(),
-            }),
+            walker: TarWalker::new(
+                &object.key,
+                Hasher {
+                    prefix,
+                    name: None,
+                    size: 0,
+                    hash: Sha256::new(),
+                    seen: hashed.clone(),
+                },
+            ),
             current: current.clone(),
         };
         let outcome = transfer::download(
@@ -181,8 +185,9 @@ pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
         )
         .await;
         seen.append(&mut hashed.lock().unwrap());
+        let outcome = outcome.and_then(|(r, mut sink)| sink.walker.finish().map(|()| r));
         match outcome {
-            Ok((r, _)) => {
+            Ok(r) => {
                 if r.sha256 != object.sha256 {
                     report.problems.push(format!(
                         "{} decodes to SHA-256 {}, but {} was stored",
@@ -194,6 +199,8 @@ pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
                 let at = current.lock().unwrap().clone();
                 report.problems.push(match at {
                     Some(file) => format!("{} is damaged inside file {file}: {e}", object.key),
+                    // The tar walker's messages name the object themselves.
+                    None if e.to_string().starts_with(&object.key) => e.to_string(),
                     None => format!("{} is damaged: {e}", object.key),
                 });
             }

@@ -1,10 +1,12 @@
 //! The executor: a plan into a data directory PostgreSQL can start from.
 //! Refuses a non-empty target, downloads and extracts every tar with all
 //! downloads in flight at once, recreates the tablespaces (moved if asked),
-//! and writes recovery.signal and the recovery settings. On failure it
-//! removes what it wrote.
+//! and writes recovery.signal and the recovery settings. Every tar must end
+//! with its end-of-archive marker and, for a backup pitr took, decode to the
+//! SHA-256 and size its pitr.json records. Everything written is fsynced
+//! before success; on failure it removes what it wrote.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -14,16 +16,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
+use tracing::debug;
 
 use super::extract::{ExtractSink, Extractor};
 use super::plan::Plan;
 use super::target::{Target, TimelineTarget};
+use crate::backup::catalog::StoredObject;
+use crate::backup::info::BackupInfo;
 use crate::backup::take::Progress;
 use crate::codec::Compression;
 use crate::error::{Error, Result};
+use crate::fsutil::fsync_dir;
 use crate::repo::Repo;
 use crate::tar_walk::TarWalker;
-use crate::transfer;
+use crate::transfer::{self, DownloadReport};
 
 #[derive(Debug, Clone)]
 pub struct ExecuteRequest {
@@ -49,6 +55,20 @@ pub struct ExecuteReport {
 struct Job {
     key: String,
     dest: PathBuf,
+    /// What pitr.json records for it (None for a backup Barman took).
+    expected: Option<StoredObject>,
+}
+
+/// What extracting one tar wrote.
+struct Extracted {
+    files: u64,
+    /// Directories created or written into.
+    dirs: BTreeSet<PathBuf>,
+}
+
+/// The last part of an object key: what names an object within its backup.
+fn file_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
 }
 
 fn is_empty_dir(path: &Path) -> io::Result<bool> {
@@ -124,7 +144,11 @@ async fn jobs(
         } else {
             continue;
         };
-        out.push(Job { key: o.key, dest });
+        out.push(Job {
+            key: o.key,
+            dest,
+            expected: None,
+        });
     }
     if !out.iter().any(|j| j.dest == pgdata) {
         return Err(Error::NotFound(format!(
@@ -133,10 +157,69 @@ async fn jobs(
             repo.describe()
         )));
     }
+    match &plan.backup.details {
+        Some(details) => attach_records(&mut out, &details.objects, &plan.backup.info)?,
+        None => debug!(
+            "backup {} has no pitr.json (Barman took it): its tars are checked for tar \
+             structure (header checksums, end-of-archive marker) only, not against a \
+             recorded SHA-256 and size",
+            plan.backup.info.backup_id
+        ),
+    }
     Ok(out)
 }
 
-async fn extract_one(repo: &Repo, job: &Job, bytes: Arc<AtomicU64>) -> Result<u64> {
+/// Gives each job the SHA-256 and size pitr.json records for its tar, and
+/// refuses a tar it does not record or a recorded tar the store lacks.
+fn attach_records(jobs: &mut [Job], objects: &[StoredObject], info: &BackupInfo) -> Result<()> {
+    let id = &info.backup_id;
+    let tars: Vec<&StoredObject> = objects.iter().filter(|o| o.kind != "manifest").collect();
+    for job in jobs.iter_mut() {
+        let name = file_name(&job.key);
+        let recorded = tars
+            .iter()
+            .find(|o| file_name(&o.key) == name)
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "{} is in backup {id}, but the backup's pitr.json does not record it: the \
+                 backup directory holds an object pitr did not write; remove it or restore \
+                 another backup",
+                    job.key
+                ))
+            })?;
+        job.expected = Some((*recorded).clone());
+    }
+    for o in tars {
+        let name = file_name(&o.key);
+        let wanted = match o.tablespace_oid {
+            Some(oid) => info.tablespaces.iter().any(|t| t.oid == oid),
+            None => true,
+        };
+        if wanted && !jobs.iter().any(|j| file_name(&j.key) == name) {
+            return Err(Error::NotFound(format!(
+                "backup {id} records {} in its pitr.json, but the store does not hold it: the \
+                 backup is incomplete; restore another backup",
+                o.key
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Compares what a tar decoded to with what pitr.json records for it.
+fn check_recorded(key: &str, want: &StoredObject, got: &DownloadReport) -> Result<()> {
+    if got.sha256.eq_ignore_ascii_case(&want.sha256) && got.size == want.plain_size {
+        return Ok(());
+    }
+    Err(Error::Corrupt(format!(
+        "{key} decodes to {} bytes with SHA-256 {}, but the backup's pitr.json records {} bytes \
+         with SHA-256 {}: the object is damaged or was replaced in the store; restore another \
+         backup (pitr backup list)",
+        got.size, got.sha256, want.plain_size, want.sha256
+    )))
+}
+
+async fn extract_one(repo: &Repo, job: &Job, bytes: Arc<AtomicU64>) -> Result<Extracted> {
     let obj = repo
         .store
         .get(&job.key)
@@ -145,16 +228,44 @@ async fn extract_one(repo: &Repo, job: &Job, bytes: Arc<AtomicU64>) -> Result<u6
     let suffix = job.key.rsplit_once(".tar").map(|(_, s)| s).unwrap_or("");
     let compression = Compression::for_suffix(suffix, &job.key)?;
     let sink = ExtractSink {
-        walker: TarWalker::new(Extractor::new(&job.dest, &job.key, bytes)),
+        walker: TarWalker::new(&job.key, Extractor::new(&job.dest, &job.key, bytes)),
     };
-    let (_, sink) = transfer::download(obj, compression, repo.codec.key.clone(), sink).await?;
-    if let Some(member) = &sink.walker.current {
-        return Err(Error::Corrupt(format!(
-            "{} ends inside member {member}: the tar is truncated",
-            job.key
-        )));
+    let (report, mut sink) =
+        transfer::download(obj, compression, repo.codec.key.clone(), sink).await?;
+    sink.walker.finish()?;
+    if let Some(want) = &job.expected {
+        check_recorded(&job.key, want, &report)?;
     }
-    Ok(sink.walker.visitor.files)
+    let extractor = sink.walker.visitor;
+    Ok(Extracted {
+        files: extractor.files,
+        dirs: extractor.dirs,
+    })
+}
+
+/// Writes a small file and fsyncs it.
+fn write_synced(path: &Path, content: &[u8]) -> Result<()> {
+    let write = || -> io::Result<()> {
+        let mut f = fs::File::create(path)?;
+        io::Write::write_all(&mut f, content)?;
+        f.sync_all()
+    };
+    write().map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+}
+
+/// fsyncs every directory in `dirs`, on a blocking thread.
+async fn sync_dirs(dirs: BTreeSet<PathBuf>) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        for d in &dirs {
+            fsync_dir(d).map_err(|e| Error::io(format!("cannot fsync {}", d.display()), e))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Io {
+        context: "the directory fsync thread failed".into(),
+        source: io::Error::other(e),
+    })?
 }
 
 fn quote(v: &str) -> String {
@@ -271,9 +382,18 @@ async fn restore_into(
         empty_dir(pgdata)
             .map_err(|e| Error::io(format!("cannot empty {}", pgdata.display()), e))?;
     }
+    // Directories to fsync at the end: those made or written into, and the
+    // parents of the target directories this restore creates.
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for d in std::iter::once(pgdata).chain(tablespaces.values()) {
+        if !d.exists() {
+            if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                dirs.insert(parent.to_path_buf());
+            }
+        }
         fs::create_dir_all(d)
             .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
+        dirs.insert(d.to_path_buf());
         fs::set_permissions(d, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format!("cannot chmod {}", d.display()), e))?;
     }
@@ -294,10 +414,15 @@ async fn restore_into(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    let files: u64 = tokio::select! {
-        r = downloads => r?.into_iter().sum(),
+    let extracted = tokio::select! {
+        r = downloads => r?,
         _ = ticker => unreachable!("the ticker never ends"),
     };
+    let mut files = 0;
+    for e in extracted {
+        files += e.files;
+        dirs.extend(e.dirs);
+    }
     progress.advance(bytes.load(Ordering::Relaxed));
 
     // Tablespace links, where restores (not the tar) make them.
@@ -312,24 +437,108 @@ async fn restore_into(
     let status = pgdata.join("pg_wal/archive_status");
     fs::create_dir_all(&status)
         .map_err(|e| Error::io(format!("cannot create {}", status.display()), e))?;
+    dirs.extend([tblspc, pgdata.join("pg_wal"), status]);
     for stale in ["postmaster.pid", "standby.signal", "tablespace_map"] {
         let _ = fs::remove_file(pgdata.join(stale));
     }
-    let signal = pgdata.join("recovery.signal");
-    fs::write(&signal, "")
-        .map_err(|e| Error::io(format!("cannot write {}", signal.display()), e))?;
+    write_synced(&pgdata.join("recovery.signal"), b"")?;
     let settings_file = pgdata.join("postgresql.auto.conf");
     let mut conf = fs::read_to_string(&settings_file).unwrap_or_default();
     if !conf.is_empty() && !conf.ends_with('\n') {
         conf.push('\n');
     }
     conf.push_str(&recovery_settings(plan, &req.restore_command, req.timeline));
-    fs::write(&settings_file, conf)
-        .map_err(|e| Error::io(format!("cannot write {}", settings_file.display()), e))?;
+    write_synced(&settings_file, conf.as_bytes())?;
+    sync_dirs(dirs).await?;
     Ok(ExecuteReport {
         files,
         bytes: bytes.load(Ordering::Relaxed),
         tablespaces: tablespaces.iter().map(|(o, d)| (*o, d.clone())).collect(),
         settings_file,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::info::Tablespace;
+
+    fn recorded(file: &str, oid: Option<u32>) -> StoredObject {
+        StoredObject {
+            key: format!("pg/main/base/20260101T000000/{file}"),
+            kind: if oid.is_some() { "tablespace" } else { "data" }.into(),
+            tablespace_oid: oid,
+            plain_size: 10,
+            stored_size: 10,
+            sha256: "ab".repeat(32),
+        }
+    }
+
+    fn job(file: &str) -> Job {
+        Job {
+            key: format!("pg/main/base/20260101T000000/{file}"),
+            dest: PathBuf::from("/x"),
+            expected: None,
+        }
+    }
+
+    fn info() -> BackupInfo {
+        let mut info = BackupInfo::new("20260101T000000".parse().unwrap(), "main");
+        info.tablespaces.push(Tablespace {
+            name: "ts".into(),
+            oid: 16384,
+            location: "/ts".into(),
+        });
+        info
+    }
+
+    #[test]
+    fn every_tar_gets_its_record_and_strays_or_gaps_are_refused() {
+        let objects = [
+            recorded("data.tar", None),
+            recorded("16384.tar", Some(16384)),
+        ];
+        let mut jobs = [job("data.tar"), job("16384.tar")];
+        attach_records(&mut jobs, &objects, &info()).unwrap();
+        assert_eq!(jobs[0].expected.as_ref(), Some(&objects[0]));
+        assert_eq!(jobs[1].expected.as_ref(), Some(&objects[1]));
+
+        let mut stray = [job("data.tar"), job("data_0002.tar")];
+        let e = attach_records(&mut stray, &objects[..1], &info()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+        assert!(e.to_string().contains("data_0002.tar is in backup"), "{e}");
+
+        let mut missing = [job("data.tar")];
+        let e = attach_records(&mut missing, &objects, &info()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::NotFound);
+        assert!(e.to_string().contains("16384.tar in its pitr.json"), "{e}");
+    }
+
+    #[test]
+    fn a_tar_must_decode_to_its_recorded_sha256_and_size() {
+        let want = recorded("data.tar", None);
+        let report = |sha256: &str, size| DownloadReport {
+            info: crate::store::ObjectInfo {
+                key: want.key.clone(),
+                size: 10,
+                last_modified: None,
+                metadata: Default::default(),
+            },
+            sha256: sha256.into(),
+            size,
+            checksum_verified: false,
+        };
+        check_recorded(&want.key, &want, &report(&"AB".repeat(32), 10)).unwrap();
+        for (sha, size) in [("cd".repeat(32), 10), ("ab".repeat(32), 9)] {
+            let e = check_recorded(&want.key, &want, &report(&sha, size)).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&want.key)
+                    && msg.contains(&format!("decodes to {size} bytes with SHA-256 {sha}"))
+                    && msg.contains("records 10 bytes"),
+                "{msg}"
+            );
+        }
+    }
 }

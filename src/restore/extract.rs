@@ -1,7 +1,9 @@
 //! Extracting a backup's tar into a directory as it streams, refusing any
 //! member that would land outside it: absolute names, `..`, and links that
-//! leave the directory.
+//! leave the directory. Each file is fsynced as it is closed; the
+//! directories written into are collected for one fsync each at the end.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
@@ -55,10 +57,14 @@ fn link_stays_inside(at: &Path, link: &str) -> bool {
 pub struct Extractor {
     root: PathBuf,
     archive: String,
-    file: Option<File>,
+    /// The file being written, and where.
+    file: Option<(File, PathBuf)>,
     pub error: Option<Error>,
     pub files: u64,
     pub bytes: Arc<AtomicU64>,
+    /// Every directory created or written into (the root included), to
+    /// fsync once the restore is complete.
+    pub dirs: BTreeSet<PathBuf>,
 }
 
 impl Extractor {
@@ -70,6 +76,26 @@ impl Extractor {
             error: None,
             files: 0,
             bytes,
+            dirs: BTreeSet::new(),
+        }
+    }
+
+    /// Notes `dir` and its ancestors up to the root as written into.
+    fn note_dir(&mut self, dir: &Path) {
+        let mut at = Some(dir);
+        while let Some(d) = at {
+            if !d.starts_with(&self.root) || !self.dirs.insert(d.to_path_buf()) {
+                return; // outside, or noted before (with its ancestors)
+            }
+            at = d.parent();
+        }
+    }
+
+    /// Closes the file being written, fsynced.
+    fn close(&mut self) -> Result<(), Error> {
+        match self.file.take() {
+            Some((f, path)) => f.sync_all().map_err(|e| self.io("fsync", &path, e)),
+            None => Ok(()),
         }
     }
 
@@ -111,12 +137,14 @@ impl Extractor {
         let path = self.root.join(&rel);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| self.io("create", parent, e))?;
+            self.note_dir(parent);
         }
         match m.kind {
             b'5' => {
                 fs::create_dir_all(&path).map_err(|e| self.io("create", &path, e))?;
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
                     .map_err(|e| self.io("chmod", &path, e))?;
+                self.note_dir(&path);
             }
             b'2' | b'1' => {
                 let inside = match m.kind {
@@ -149,7 +177,7 @@ impl Extractor {
                     .open(&path)
                     .map_err(|e| self.io("create", &path, e))?;
                 self.files += 1;
-                self.file = Some(file);
+                self.file = Some((file, path));
             }
             other => {
                 return Err(Error::Corrupt(format!(
@@ -172,7 +200,7 @@ impl TarVisitor for Extractor {
     }
 
     fn data(&mut self, bytes: &[u8]) {
-        if let Some(f) = &mut self.file {
+        if let Some((f, _)) = &mut self.file {
             if let Err(e) = f.write_all(bytes) {
                 let err = Error::io(format!("restoring {}: cannot write", self.archive), e);
                 self.fail(err);
@@ -183,7 +211,9 @@ impl TarVisitor for Extractor {
     }
 
     fn end(&mut self) {
-        self.file = None;
+        if let Err(e) = self.close() {
+            self.fail(e);
+        }
     }
 }
 
@@ -194,11 +224,12 @@ pub struct ExtractSink {
 
 impl Write for ExtractSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.walker.feed(buf);
-        match self.walker.visitor.error.take() {
-            Some(e) => Err(io::Error::other(e)),
-            None => Ok(buf.len()),
+        let fed = self.walker.feed(buf);
+        if let Some(e) = self.walker.visitor.error.take() {
+            return Err(io::Error::other(e));
         }
+        fed.map_err(io::Error::other)?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -209,18 +240,21 @@ impl Write for ExtractSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tar_walk::tests::{header, member, symlink as link_member};
+    use crate::tar_walk::tests::{end_marker, header, member, symlink as link_member};
 
-    fn extract(tar: &[u8], root: &Path) -> Result<(), Error> {
+    /// Extracts `tar` into `root`, as restore does: the directories written
+    /// into, or the error.
+    fn extract(tar: &[u8], root: &Path) -> Result<BTreeSet<PathBuf>, Error> {
         let mut sink = ExtractSink {
-            walker: TarWalker::new(Extractor::new(
-                root,
+            walker: TarWalker::new(
                 "test.tar",
-                Arc::new(AtomicU64::new(0)),
-            )),
+                Extractor::new(root, "test.tar", Arc::new(AtomicU64::new(0))),
+            ),
         };
         sink.write_all(tar)
-            .map_err(|e| Error::from_pipeline("x", e))
+            .map_err(|e| Error::from_pipeline("x", e))?;
+        sink.walker.finish()?;
+        Ok(sink.walker.visitor.dirs)
     }
 
     #[test]
@@ -230,8 +264,9 @@ mod tests {
         tar.extend(header("base", 0, b'5'));
         tar.extend(member("base/1/1", b"page"));
         tar.extend(link_member("base/link", "1/1"));
-        tar.extend(vec![0u8; 1024]);
-        extract(&tar, dir.path()).unwrap();
+        tar.extend(member("PG_VERSION", b"15\n"));
+        tar.extend(end_marker());
+        let dirs = extract(&tar, dir.path()).unwrap();
         assert_eq!(fs::read(dir.path().join("base/1/1")).unwrap(), b"page");
         assert_eq!(fs::read(dir.path().join("base/link")).unwrap(), b"page");
         let mode = fs::metadata(dir.path().join("base/1/1"))
@@ -239,6 +274,25 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0, "no group or other access");
+        // Every directory written into is there to be fsynced, and only those.
+        let expected: BTreeSet<PathBuf> = ["", "base", "base/1"]
+            .iter()
+            .map(|d| dir.path().join(d).components().collect())
+            .collect();
+        let dirs: BTreeSet<PathBuf> = dirs.iter().map(|d| d.components().collect()).collect();
+        assert_eq!(dirs, expected);
+    }
+
+    #[test]
+    fn a_truncated_tar_is_an_error_not_a_short_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = member("PG_VERSION", b"15\n");
+        tar.extend(member("base/1/1", &[3u8; 3000]));
+        let e = extract(&tar[..2048], dir.path()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+        assert!(e.to_string().contains("inside member 'base/1/1'"), "{e}");
+        let e = extract(&tar, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("without the end-of-archive marker"), "{e}");
     }
 
     #[test]

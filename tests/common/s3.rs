@@ -212,6 +212,23 @@ impl Rgw {
         )
     }
 
+    /// An object's ETag (`"<md5>-<parts>"` for a multipart upload) and its
+    /// user metadata (`x-amz-meta-*`, without the prefix).
+    pub fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> (String, std::collections::HashMap<String, String>) {
+        let h = self
+            .rt
+            .block_on(self.client.head_object().bucket(bucket).key(key).send())
+            .unwrap();
+        (
+            h.e_tag().unwrap_or_default().to_string(),
+            h.metadata().cloned().unwrap_or_default(),
+        )
+    }
+
     /// Environment for pitr (and for archive_command) pointing at `bucket`.
     pub fn pitr_env(&self, bucket: &str, server: &str) -> Vec<(String, String)> {
         vec![
