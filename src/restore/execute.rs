@@ -527,6 +527,7 @@ mod tests {
             sha256: sha256.into(),
             size,
             checksum_verified: false,
+            encrypted: false,
         };
         check_recorded(&want.key, &want, &report(&"AB".repeat(32), 10)).unwrap();
         for (sha, size) in [("cd".repeat(32), 10), ("ab".repeat(32), 9)] {
