@@ -13,7 +13,63 @@
 
 use crate::backup::BackupId;
 use crate::codec::compression::KNOWN_SUFFIXES;
-use crate::wal::WalFileName;
+use crate::wal::{SegmentName, WalFileName};
+
+/// A WAL object's key, parsed: which WAL file it holds, under which of
+/// Barman's compression suffixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalKey {
+    pub name: WalFileName,
+    pub suffix: &'static str,
+}
+
+/// What an object in a backup's directory (`base/<id>/`) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BackupFile {
+    /// `backup.info`, Barman's metadata.
+    Info,
+    /// PGDATA's tar: `data.tar[suffix]`, or Barman's further parts
+    /// `data_NNNN.tar[suffix]` (split past `--max-archive-size`).
+    Data { part: u32, suffix: &'static str },
+    /// A tablespace's tar: `<oid>.tar[suffix]`.
+    Tablespace { oid: u32, suffix: &'static str },
+    /// Anything else (Barman's `annotations/keep`, ...).
+    Other,
+}
+
+impl BackupFile {
+    /// Whether this is one of the backup's tars.
+    pub fn is_tar(&self) -> bool {
+        matches!(
+            self,
+            BackupFile::Data { .. } | BackupFile::Tablespace { .. }
+        )
+    }
+
+    /// The compression suffix of a tar ("" for anything else).
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            BackupFile::Data { suffix, .. } | BackupFile::Tablespace { suffix, .. } => suffix,
+            _ => "",
+        }
+    }
+}
+
+/// Splits `file` into a stem and one of Barman's suffixes after `.tar`.
+fn tar_stem(file: &str) -> Option<(&str, &'static str)> {
+    let (stem, rest) = file.split_once(".tar")?;
+    let suffix = KNOWN_SUFFIXES.iter().find(|s| **s == rest)?;
+    Some((stem, suffix))
+}
+
+/// The WAL file named by `file` under one of Barman's suffixes (the empty
+/// suffix last: `X.history.gz` is not `X.history`).
+fn wal_file_with_suffix(file: &str) -> Option<WalKey> {
+    KNOWN_SUFFIXES.iter().rev().find_map(|suffix| {
+        let name = file.strip_suffix(suffix)?.parse().ok()?;
+        Some(WalKey { name, suffix })
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -63,6 +119,74 @@ impl Layout {
         let base = self.wal_key(name, "");
         let suffix = key.strip_prefix(base.as_str())?;
         KNOWN_SUFFIXES.contains(&suffix).then_some(suffix)
+    }
+
+    /// The key prefix of one hash directory of WAL (`wals/<TLI><LOG>/`),
+    /// the one that holds `segment`.
+    pub fn wal_dir_prefix(&self, segment: &SegmentName) -> String {
+        format!("{}wals/{}/", self.root, segment.hash_dir())
+    }
+
+    /// Parses a key under `wals/`: the WAL file it holds and its suffix.
+    /// Keys that are not WAL files, or that sit in the wrong hash directory
+    /// for their name, are `None`.
+    pub fn parse_wal_key(&self, key: &str) -> Option<WalKey> {
+        let rest = key
+            .strip_prefix(self.root.as_str())?
+            .strip_prefix("wals/")?;
+        let (dir, file) = match rest.split_once('/') {
+            Some((dir, file)) => (Some(dir), file),
+            None => (None, rest),
+        };
+        let parsed = wal_file_with_suffix(file)?;
+        (parsed.name.hash_dir().as_deref() == dir).then_some(parsed)
+    }
+
+    /// The backup directory a key under `base/` belongs to, and what the
+    /// object is.
+    pub fn parse_backup_key(&self, key: &str) -> Option<(BackupId, BackupFile)> {
+        let rest = key
+            .strip_prefix(self.root.as_str())?
+            .strip_prefix("base/")?;
+        let (id, file) = rest.split_once('/')?;
+        let id: BackupId = id.parse().ok()?;
+        let kind = if file == "backup.info" {
+            BackupFile::Info
+        } else if let Some((stem, suffix)) = tar_stem(file) {
+            if stem == "data" {
+                BackupFile::Data { part: 0, suffix }
+            } else if let Some(part) = stem
+                .strip_prefix("data_")
+                .filter(|p| p.len() == 4)
+                .and_then(|p| p.parse().ok())
+            {
+                BackupFile::Data { part, suffix }
+            } else if let Ok(oid) = stem.parse() {
+                BackupFile::Tablespace { oid, suffix }
+            } else {
+                BackupFile::Other
+            }
+        } else {
+            BackupFile::Other
+        };
+        Some((id, kind))
+    }
+
+    /// The compression suffix of one of a backup's objects: a tar under
+    /// `base/<id>/`, or the manifest under `pitr/backups/<id>/`.
+    pub fn backup_object_suffix(&self, key: &str) -> &'static str {
+        if let Some((_, file)) = self.parse_backup_key(key) {
+            return file.suffix();
+        }
+        let manifest = key
+            .strip_prefix(self.root.as_str())
+            .and_then(|r| r.strip_prefix("pitr/backups/"))
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(_, file)| file.strip_prefix("backup_manifest"));
+        manifest
+            .and_then(|rest| KNOWN_SUFFIXES.iter().find(|s| **s == rest))
+            .copied()
+            .unwrap_or("")
     }
 
     /// Where backups live: `<server>/base/`.
@@ -129,6 +253,100 @@ mod tests {
         assert_eq!(
             Layout::new("", "main").identity_key(),
             "main/pitr/identity.json"
+        );
+    }
+
+    #[test]
+    fn parses_every_wal_key_and_nothing_else() {
+        let l = Layout::new("pg", "main");
+        let parse = |k: &str| l.parse_wal_key(k).map(|w| (w.name.to_string(), w.suffix));
+        let seg = "pg/main/wals/0000000100000000/000000010000000000000002";
+        assert_eq!(
+            parse(&format!("{seg}.gz")),
+            Some((seg[30..].to_string(), ".gz"))
+        );
+        assert_eq!(parse(seg), Some((seg[30..].to_string(), "")));
+        assert_eq!(
+            parse("pg/main/wals/00000002.history.gz"),
+            Some(("00000002.history".into(), ".gz"))
+        );
+        assert_eq!(
+            parse(&format!("{seg}.00000028.backup.zst")),
+            Some(("000000010000000000000002.00000028.backup".into(), ".zst"))
+        );
+        assert_eq!(
+            parse(&format!("{seg}.partial")),
+            Some(("000000010000000000000002.partial".into(), ""))
+        );
+        // Wrong hash directory, history inside a directory, foreign files,
+        // another server.
+        assert_eq!(
+            parse("pg/main/wals/0000000100000001/000000010000000000000002"),
+            None
+        );
+        assert_eq!(
+            parse("pg/main/wals/0000000100000000/00000002.history"),
+            None
+        );
+        assert_eq!(parse("pg/main/wals/0000000100000000/notes.txt"), None);
+        assert_eq!(parse(&format!("{seg}.gz.tmp")), None);
+        assert_eq!(
+            parse("pg/other/wals/0000000100000000/000000010000000000000002"),
+            None
+        );
+    }
+
+    #[test]
+    fn parses_backup_objects() {
+        let l = Layout::new("", "s");
+        let id: BackupId = "20261201T101010".parse().unwrap();
+        let kind = |f: &str| l.parse_backup_key(&format!("s/base/20261201T101010/{f}"));
+        assert_eq!(kind("backup.info"), Some((id.clone(), BackupFile::Info)));
+        assert_eq!(
+            kind("data.tar.gz"),
+            Some((
+                id.clone(),
+                BackupFile::Data {
+                    part: 0,
+                    suffix: ".gz"
+                }
+            ))
+        );
+        assert_eq!(
+            kind("data_0002.tar"),
+            Some((
+                id.clone(),
+                BackupFile::Data {
+                    part: 2,
+                    suffix: ""
+                }
+            ))
+        );
+        assert_eq!(
+            kind("16385.tar.gz"),
+            Some((
+                id.clone(),
+                BackupFile::Tablespace {
+                    oid: 16385,
+                    suffix: ".gz"
+                }
+            ))
+        );
+        assert_eq!(
+            kind("annotations/keep"),
+            Some((id.clone(), BackupFile::Other))
+        );
+        assert_eq!(
+            kind("data.tar.gz.part"),
+            Some((id.clone(), BackupFile::Other))
+        );
+        assert_eq!(l.parse_backup_key("s/base/not-an-id/backup.info"), None);
+        assert_eq!(l.backup_object_suffix(&l.backup_manifest_key(&id, ".gz")), ".gz");
+        assert_eq!(l.backup_object_suffix(&l.backup_manifest_key(&id, "")), "");
+        assert_eq!(l.backup_object_suffix(&l.backup_tablespace_key(&id, 7, ".gz")), ".gz");
+        assert_eq!(
+            l.backup_data_key(&id, ".gz"),
+            "s/base/20261201T101010/data.tar.gz"
         );
     }
 

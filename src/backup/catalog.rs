@@ -10,12 +10,29 @@ use crate::error::{Error, Result};
 use crate::repo::Repo;
 use crate::store::{PutOptions, PutOutcome};
 
+/// What one stored object of a backup holds (`"kind"` in pitr.json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    /// PGDATA's tar.
+    Data,
+    /// One tablespace's tar.
+    Tablespace,
+    /// The server's backup manifest.
+    Manifest,
+}
+
+impl ObjectKind {
+    pub fn is_tar(self) -> bool {
+        self != ObjectKind::Manifest
+    }
+}
+
 /// One object of a backup, as pitr stored it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredObject {
     pub key: String,
-    /// `data`, `tablespace` or `manifest`.
-    pub kind: String,
+    pub kind: ObjectKind,
     pub tablespace_oid: Option<u32>,
     pub plain_size: u64,
     pub stored_size: u64,
@@ -103,7 +120,7 @@ pub async fn list_ids(repo: &Repo) -> Result<Vec<BackupId>> {
         .list(&prefix)
         .await?
         .iter()
-        .filter_map(|o| o.key.strip_prefix(&prefix)?.split('/').next()?.parse().ok())
+        .filter_map(|o| repo.layout.parse_backup_key(&o.key).map(|(id, _)| id))
         .collect();
     ids.sort();
     ids.dedup();

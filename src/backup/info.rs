@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::id::BackupId;
 use super::pyrepr::{self, PyValue};
 use crate::error::Error;
-use crate::wal::Lsn;
+use crate::wal::{Lsn, SegmentName, WalFileName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackupStatus {
@@ -82,8 +82,8 @@ pub struct BackupInfo {
     pub end_time: Option<DateTime<FixedOffset>>,
     pub begin_xlog: Option<Lsn>,
     pub end_xlog: Option<Lsn>,
-    pub begin_wal: Option<String>,
-    pub end_wal: Option<String>,
+    pub begin_wal: Option<SegmentName>,
+    pub end_wal: Option<SegmentName>,
     pub begin_offset: Option<u64>,
     pub end_offset: Option<u64>,
     /// Bytes stored (after compression), as Barman's `size`.
@@ -255,6 +255,13 @@ impl BackupInfo {
             v.map(|v| v.parse::<Lsn>().map_err(|_| bad(k, &v)))
                 .transpose()
         };
+        let segment = |k: &str, v: Option<String>| -> Result<Option<SegmentName>, Error> {
+            v.map(|v| match v.parse::<WalFileName>() {
+                Ok(WalFileName::Segment(s)) => Ok(s),
+                _ => Err(bad(k, &v)),
+            })
+            .transpose()
+        };
         let status = take("status")
             .map(|s| BackupStatus::parse(&s))
             .unwrap_or(BackupStatus::Other("EMPTY".into()));
@@ -314,8 +321,8 @@ impl BackupInfo {
             end_time: time("end_time", take("end_time"))?,
             begin_xlog: lsn("begin_xlog", take("begin_xlog"))?,
             end_xlog: lsn("end_xlog", take("end_xlog"))?,
-            begin_wal: take("begin_wal"),
-            end_wal: take("end_wal"),
+            begin_wal: segment("begin_wal", take("begin_wal"))?,
+            end_wal: segment("end_wal", take("end_wal"))?,
             begin_offset: num("begin_offset", take("begin_offset"))?,
             end_offset: num("end_offset", take("end_offset"))?,
             size: num("size", take("size"))?,
@@ -382,7 +389,10 @@ xlog_segment_size=16777216
         assert_eq!(info.status, BackupStatus::Done);
         assert_eq!(info.backup_name.as_deref(), Some("tsdemo"));
         assert_eq!(info.begin_xlog, Some(Lsn(0x4_E400_0028)));
-        assert_eq!(info.end_wal.as_deref(), Some("0000000100000004000000E4"));
+        assert_eq!(
+            info.end_wal.map(|s| s.to_string()).as_deref(),
+            Some("0000000100000004000000E4")
+        );
         assert_eq!(info.version, Some(150018));
         assert_eq!(
             info.tablespaces,

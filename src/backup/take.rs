@@ -13,7 +13,7 @@ use chrono::{Local, Utc};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::catalog::{self, BackupDetails, CatalogEntry, StoredObject};
+use super::catalog::{self, BackupDetails, CatalogEntry, ObjectKind, StoredObject};
 use super::id::BackupId;
 use super::info::{BackupInfo, BackupStatus, Tablespace};
 use super::label_capture::Capture;
@@ -247,7 +247,11 @@ async fn stream_backup(
             }
             Some(BackupEvent::Archive { name, .. }) => {
                 let (kind, oid, key) = if name == "base.tar" {
-                    ("data", None, repo.layout.backup_data_key(&id, suffix))
+                    (
+                        ObjectKind::Data,
+                        None,
+                        repo.layout.backup_data_key(&id, suffix),
+                    )
                 } else {
                     let oid = name
                         .strip_suffix(".tar")
@@ -258,7 +262,7 @@ async fn stream_backup(
                             ))
                         })?;
                     (
-                        "tablespace",
+                        ObjectKind::Tablespace,
                         Some(oid),
                         repo.layout.backup_tablespace_key(&id, oid, suffix),
                     )
@@ -266,7 +270,7 @@ async fn stream_backup(
                 let mut scanner = TarWalker::new(&key, Capture::new(&["backup_label"]));
                 let (report, next) =
                     store_stream(repo, &key, &mut stream, Some(&mut scanner), progress).await?;
-                if kind == "data" {
+                if kind == ObjectKind::Data {
                     info.backup_label = scanner.visitor.text("backup_label");
                 }
                 objects.push(stored(key, kind, oid, &report));
@@ -275,7 +279,7 @@ async fn stream_backup(
             Some(BackupEvent::ManifestStart) => {
                 let key = repo.layout.backup_manifest_key(&id, suffix);
                 let (report, next) = store_stream(repo, &key, &mut stream, None, progress).await?;
-                objects.push(stored(key, "manifest", None, &report));
+                objects.push(stored(key, ObjectKind::Manifest, None, &report));
                 event = next;
             }
             Some(BackupEvent::Progress(done)) => {
@@ -331,25 +335,29 @@ async fn tablespace_names(params: &ConnectParams) -> BTreeMap<u32, String> {
 fn set_begin(info: &mut BackupInfo, lsn: Lsn, timeline: TimelineId, seg_size: u64) {
     info.begin_xlog = Some(lsn);
     info.timeline = Some(timeline.get());
-    info.begin_wal = Some(
-        SegmentName::from_number(timeline, lsn.segment_number(seg_size), seg_size).to_string(),
-    );
+    info.begin_wal = Some(SegmentName::from_number(
+        timeline,
+        lsn.segment_number(seg_size),
+        seg_size,
+    ));
     info.begin_offset = Some(lsn.segment_offset(seg_size));
 }
 
 fn set_end(info: &mut BackupInfo, lsn: Lsn, timeline: TimelineId, seg_size: u64) {
     info.end_xlog = Some(lsn);
-    info.end_wal = Some(
-        SegmentName::from_number(timeline, lsn.segment_number(seg_size), seg_size).to_string(),
-    );
+    info.end_wal = Some(SegmentName::from_number(
+        timeline,
+        lsn.segment_number(seg_size),
+        seg_size,
+    ));
     info.end_offset = Some(lsn.segment_offset(seg_size));
     info.end_time = Some(Utc::now().fixed_offset());
 }
 
-fn stored(key: String, kind: &str, oid: Option<u32>, r: &UploadReport) -> StoredObject {
+fn stored(key: String, kind: ObjectKind, oid: Option<u32>, r: &UploadReport) -> StoredObject {
     StoredObject {
         key,
-        kind: kind.into(),
+        kind,
         tablespace_oid: oid,
         plain_size: r.plain_size,
         stored_size: r.stored_size,
@@ -435,14 +443,15 @@ async fn finish(
     system_identifier: u64,
 ) -> Result<BackupDetails> {
     progress.phase("waiting for the backup's WAL to be archived");
-    let begin: SegmentName = parse_segment(info.begin_wal.as_deref())?;
-    let end: SegmentName = parse_segment(info.end_wal.as_deref())?;
+    let missing = || Error::Postgres("the server reported no WAL position for the backup".into());
+    let begin = info.begin_wal.ok_or_else(missing)?;
+    let end = info.end_wal.ok_or_else(missing)?;
     wal_check::wait_for_segment(repo, &end, req.wal_timeout).await?;
     wal_check::require_range(repo, &begin, &end, seg_size).await?;
     info.size = Some(
         objects
             .iter()
-            .filter(|o| o.kind != "manifest")
+            .filter(|o| o.kind.is_tar())
             .map(|o| o.stored_size)
             .sum(),
     );
@@ -456,15 +465,6 @@ async fn finish(
     };
     catalog::write_details(repo, &info.backup_id, &details).await?;
     Ok(details)
-}
-
-fn parse_segment(name: Option<&str>) -> Result<SegmentName> {
-    match name.map(str::parse::<crate::wal::WalFileName>) {
-        Some(Ok(crate::wal::WalFileName::Segment(s))) => Ok(s),
-        _ => Err(Error::Postgres(format!(
-            "the server reported no usable WAL position ({name:?})"
-        ))),
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::catalog::{CatalogEntry, StoredObject};
+use super::catalog::{CatalogEntry, ObjectKind, StoredObject};
 use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::repo::Repo;
@@ -119,7 +119,7 @@ async fn fetch_manifest(repo: &Repo, object: &StoredObject) -> Result<Manifest> 
         })?;
     let (_, bytes) = transfer::download(
         obj,
-        compression_of(&object.key)?,
+        compression_of(repo, &object.key)?,
         repo.codec.key.clone(),
         Vec::new(),
     )
@@ -128,9 +128,8 @@ async fn fetch_manifest(repo: &Repo, object: &StoredObject) -> Result<Manifest> 
         .map_err(|e| Error::Corrupt(format!("{} is not a backup manifest: {e}", object.key)))
 }
 
-fn compression_of(key: &str) -> Result<Compression> {
-    let suffix = if key.ends_with(".gz") { ".gz" } else { "" };
-    Compression::for_suffix(suffix, key)
+fn compression_of(repo: &Repo, key: &str) -> Result<Compression> {
+    Compression::for_suffix(repo.layout.backup_object_suffix(key), key)
 }
 
 /// Checks every file of `entry` against its manifest.
@@ -145,13 +144,13 @@ pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
     let manifest_obj = details
         .objects
         .iter()
-        .find(|o| o.kind == "manifest")
+        .find(|o| o.kind == ObjectKind::Manifest)
         .ok_or_else(|| Error::Config(format!("backup {id} was taken without a backup manifest")))?;
     let manifest = fetch_manifest(repo, manifest_obj).await?;
 
     let mut report = VerifyReport::default();
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
-    for object in details.objects.iter().filter(|o| o.kind != "manifest") {
+    for object in details.objects.iter().filter(|o| o.kind.is_tar()) {
         let prefix = match object.tablespace_oid {
             Some(oid) => format!("pg_tblspc/{oid}/"),
             None => String::new(),
@@ -179,7 +178,7 @@ pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
         };
         let outcome = transfer::download(
             obj,
-            compression_of(&object.key)?,
+            compression_of(repo, &object.key)?,
             repo.codec.key.clone(),
             sink,
         )

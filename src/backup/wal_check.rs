@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::layout::WalKey;
 use crate::repo::Repo;
+#[cfg(test)]
+use crate::wal::TimelineId;
 use crate::wal::{locate, SegmentName, WalFileName};
 
 /// Waits until `segment` is in the archive.
@@ -51,22 +54,25 @@ pub async fn require_range(
     let wanted: Vec<SegmentName> = (first..=last)
         .map(|n| SegmentName::from_number(begin.timeline, n, seg_size))
         .inspect(|s| {
-            dirs.insert(s.hash_dir());
+            dirs.insert(repo.layout.wal_dir_prefix(s));
         })
         .collect();
     let mut stored = BTreeSet::new();
-    for dir in dirs {
-        let prefix = format!("{}{dir}/", repo.layout.wals_prefix());
+    for prefix in dirs {
         for o in repo.store.list(&prefix).await? {
-            if let Some(seg) = o.key.strip_prefix(&prefix).and_then(segment_of_key) {
+            if let Some(WalKey {
+                name: WalFileName::Segment(seg),
+                ..
+            }) = repo.layout.parse_wal_key(&o.key)
+            {
                 stored.insert(seg);
             }
         }
     }
     let missing: Vec<String> = wanted
         .iter()
+        .filter(|s| !stored.contains(*s))
         .map(|s| s.to_string())
-        .filter(|s| !stored.contains(s))
         .collect();
     if missing.is_empty() {
         Ok(())
@@ -79,28 +85,51 @@ pub async fn require_range(
     }
 }
 
-fn segment_of_key(file: &str) -> Option<String> {
-    locate::segment_of_file(file).map(|s| s.to_string())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::segment_of_key;
+    use super::*;
+    use crate::codec::Compression;
+    use crate::config::{RepoConfig, RepoLocation, S3Settings};
+    use crate::wal::push::push;
+    use crate::wal::test_segments::{write_segment, TEST_SEGMENT_SIZE};
 
-    #[test]
-    fn only_whole_segments_count() {
-        assert_eq!(
-            segment_of_key("000000010000000000000002.gz").as_deref(),
-            Some("000000010000000000000002")
+    #[tokio::test]
+    async fn only_whole_segments_count_and_every_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::create(&RepoConfig {
+            location: RepoLocation::Fs {
+                root: dir.path().join("repo"),
+            },
+            server_name: "main".into(),
+            s3: S3Settings::default(),
+            compression: Compression::Gzip { level: 1 },
+            encryption_key_file: None,
+        })
+        .unwrap();
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        for n in [1, 2, 5] {
+            push(&repo, &write_segment(&wal, 1, n, 7)).await.unwrap();
+        }
+        // Segment 3 only as a .partial: not a whole segment.
+        let three = write_segment(&wal, 1, 3, 7);
+        let partial = wal.join("000000010000000000000003.partial");
+        std::fs::rename(&three, &partial).unwrap();
+        push(&repo, &partial).await.unwrap();
+
+        let seg =
+            |n: u64| SegmentName::from_number(TimelineId::new(1).unwrap(), n, TEST_SEGMENT_SIZE);
+        require_range(&repo, &seg(1), &seg(2), TEST_SEGMENT_SIZE)
+            .await
+            .unwrap();
+        let e = require_range(&repo, &seg(1), &seg(5), TEST_SEGMENT_SIZE)
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("000000010000000000000003, 000000010000000000000004"),
+            "{msg}"
         );
-        assert_eq!(
-            segment_of_key("000000010000000000000002").as_deref(),
-            Some("000000010000000000000002")
-        );
-        assert_eq!(segment_of_key("000000010000000000000002.partial.gz"), None);
-        assert_eq!(
-            segment_of_key("000000010000000000000002.00000028.backup.gz"),
-            None
-        );
+        assert!(!msg.contains("000000010000000000000005"), "{msg}");
     }
 }

@@ -30,26 +30,20 @@ impl ArchiveIndex {
         let prefix = repo.layout.wals_prefix();
         let mut index = ArchiveIndex::default();
         for o in repo.store.list(&prefix).await? {
-            let Some(rest) = o.key.strip_prefix(&prefix) else {
-                continue;
-            };
-            match rest.split_once('/') {
-                Some((_, file)) => {
-                    if let Some(seg) = locate::segment_of_file(file) {
-                        index.segments.insert(
-                            seg,
-                            ArchivedSegment {
-                                stored_size: o.size,
-                                archived_at: o.last_modified,
-                            },
-                        );
-                    }
+            match repo.layout.parse_wal_key(&o.key).map(|k| k.name) {
+                Some(WalFileName::Segment(seg)) => {
+                    index.segments.insert(
+                        seg,
+                        ArchivedSegment {
+                            stored_size: o.size,
+                            archived_at: o.last_modified,
+                        },
+                    );
                 }
-                None => {
-                    if let Some(WalFileName::TimelineHistory(t)) = locate::wal_file_of(rest) {
-                        index.histories.insert(t, o.key.clone());
-                    }
+                Some(WalFileName::TimelineHistory(t)) => {
+                    index.histories.insert(t, o.key.clone());
                 }
+                _ => {}
             }
         }
         Ok(index)

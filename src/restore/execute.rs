@@ -27,6 +27,7 @@ use crate::backup::take::Progress;
 use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
+use crate::layout::BackupFile;
 use crate::repo::Repo;
 use crate::tar_walk::TarWalker;
 use crate::transfer::{self, DownloadReport};
@@ -126,23 +127,13 @@ async fn jobs(
     let prefix = repo.layout.backup_prefix(&plan.backup.info.backup_id);
     let mut out = Vec::new();
     for o in repo.store.list(&prefix).await? {
-        let Some(file) = o.key.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some((stem, _)) = file.split_once(".tar") else {
-            continue;
-        };
-        let base = stem.split('_').next().unwrap_or(stem);
-        let dest = if base == "data" {
-            pgdata.to_path_buf()
-        } else if let Some(dir) = base
-            .parse::<u32>()
-            .ok()
-            .and_then(|oid| tablespaces.get(&oid))
-        {
-            dir.clone()
-        } else {
-            continue;
+        let dest = match repo.layout.parse_backup_key(&o.key) {
+            Some((_, BackupFile::Data { .. })) => pgdata.to_path_buf(),
+            Some((_, BackupFile::Tablespace { oid, .. })) => match tablespaces.get(&oid) {
+                Some(dir) => dir.clone(),
+                None => continue,
+            },
+            _ => continue,
         };
         out.push(Job {
             key: o.key,
@@ -173,7 +164,7 @@ async fn jobs(
 /// refuses a tar it does not record or a recorded tar the store lacks.
 fn attach_records(jobs: &mut [Job], objects: &[StoredObject], info: &BackupInfo) -> Result<()> {
     let id = &info.backup_id;
-    let tars: Vec<&StoredObject> = objects.iter().filter(|o| o.kind != "manifest").collect();
+    let tars: Vec<&StoredObject> = objects.iter().filter(|o| o.kind.is_tar()).collect();
     for job in jobs.iter_mut() {
         let name = file_name(&job.key);
         let recorded = tars
@@ -225,7 +216,11 @@ async fn extract_one(repo: &Repo, job: &Job, bytes: Arc<AtomicU64>) -> Result<Ex
         .get(&job.key)
         .await?
         .ok_or_else(|| Error::NotFound(format!("{} vanished from the store", job.key)))?;
-    let suffix = job.key.rsplit_once(".tar").map(|(_, s)| s).unwrap_or("");
+    let suffix = repo
+        .layout
+        .parse_backup_key(&job.key)
+        .map(|(_, file)| file.suffix())
+        .unwrap_or("");
     let compression = Compression::for_suffix(suffix, &job.key)?;
     let sink = ExtractSink {
         walker: TarWalker::new(&job.key, Extractor::new(&job.dest, &job.key, bytes)),
@@ -401,7 +396,7 @@ async fn restore_into(
         progress.total(
             d.objects
                 .iter()
-                .filter(|o| o.kind != "manifest")
+                .filter(|o| o.kind.is_tar())
                 .map(|o| o.plain_size)
                 .sum(),
         );
@@ -466,7 +461,11 @@ mod tests {
     fn recorded(file: &str, oid: Option<u32>) -> StoredObject {
         StoredObject {
             key: format!("pg/main/base/20260101T000000/{file}"),
-            kind: if oid.is_some() { "tablespace" } else { "data" }.into(),
+            kind: if oid.is_some() {
+                crate::backup::catalog::ObjectKind::Tablespace
+            } else {
+                crate::backup::catalog::ObjectKind::Data
+            },
             tablespace_oid: oid,
             plain_size: 10,
             stored_size: 10,

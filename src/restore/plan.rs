@@ -221,7 +221,7 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
             Some(d) => d
                 .objects
                 .iter()
-                .filter(|o| o.kind != "manifest")
+                .filter(|o| o.kind.is_tar())
                 .map(|o| o.stored_size)
                 .sum(),
             // Barman's backups: what is stored under base/<id>/.

@@ -1,8 +1,8 @@
 //! Finding a WAL file in the archive whatever compression it was stored
 //! with (Barman may have written `.gz`, `.bz2`, ... or nothing).
 
-use crate::codec::compression::KNOWN_SUFFIXES;
 use crate::error::Result;
+use crate::layout::WalKey;
 use crate::repo::Repo;
 use crate::store::{Object, ObjectInfo};
 use crate::wal::{SegmentName, WalFileName};
@@ -55,36 +55,28 @@ pub async fn later_on_same_timeline(
     repo: &Repo,
     segment: &SegmentName,
 ) -> Result<Option<SegmentName>> {
-    let wals = repo.layout.wals_prefix();
-    let mut dirs = vec![segment.hash_dir()];
-    if let Some(next_log) = segment.log.checked_add(1) {
-        dirs.push(format!("{}{next_log:08X}", segment.timeline));
+    let mut dirs = vec![repo.layout.wal_dir_prefix(segment)];
+    if let Some(log) = segment.log.checked_add(1) {
+        let next = SegmentName {
+            log,
+            seg: 0,
+            ..*segment
+        };
+        dirs.push(repo.layout.wal_dir_prefix(&next));
     }
-    for dir in dirs {
-        let prefix = format!("{wals}{dir}/");
+    for prefix in dirs {
         for o in repo.store.list(&prefix).await? {
-            let found = o.key.strip_prefix(&prefix).and_then(segment_of_file);
-            if let Some(s) = found.filter(|s| s.timeline == segment.timeline && s > segment) {
-                return Ok(Some(s));
+            let found = match repo.layout.parse_wal_key(&o.key) {
+                Some(WalKey {
+                    name: WalFileName::Segment(s),
+                    ..
+                }) => s,
+                _ => continue,
+            };
+            if found.timeline == segment.timeline && found > *segment {
+                return Ok(Some(found));
             }
         }
     }
     Ok(None)
-}
-
-/// The WAL file an object's file name holds, under any of Barman's suffixes.
-pub fn wal_file_of(file: &str) -> Option<WalFileName> {
-    KNOWN_SUFFIXES
-        .iter()
-        .rev() // the empty suffix last: "X.history.gz" is not "X.history"
-        .find_map(|suffix| file.strip_suffix(suffix)?.parse().ok())
-}
-
-/// The segment a file in a hash directory holds, if it is a whole segment
-/// (not a `.partial` or `.backup` file) under one of Barman's suffixes.
-pub fn segment_of_file(file: &str) -> Option<SegmentName> {
-    match wal_file_of(file)? {
-        WalFileName::Segment(s) => Some(s),
-        _ => None,
-    }
 }
