@@ -341,9 +341,15 @@ mod tests {
             Some((id.clone(), BackupFile::Other))
         );
         assert_eq!(l.parse_backup_key("s/base/not-an-id/backup.info"), None);
-        assert_eq!(l.backup_object_suffix(&l.backup_manifest_key(&id, ".gz")), ".gz");
+        assert_eq!(
+            l.backup_object_suffix(&l.backup_manifest_key(&id, ".gz")),
+            ".gz"
+        );
         assert_eq!(l.backup_object_suffix(&l.backup_manifest_key(&id, "")), "");
-        assert_eq!(l.backup_object_suffix(&l.backup_tablespace_key(&id, 7, ".gz")), ".gz");
+        assert_eq!(
+            l.backup_object_suffix(&l.backup_tablespace_key(&id, 7, ".gz")),
+            ".gz"
+        );
         assert_eq!(
             l.backup_data_key(&id, ".gz"),
             "s/base/20261201T101010/data.tar.gz"

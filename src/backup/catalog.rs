@@ -130,15 +130,21 @@ pub async fn list_ids(repo: &Repo) -> Result<Vec<BackupId>> {
 /// Every backup with a readable backup.info, oldest first. Directories
 /// without one (a delete cut short) are skipped.
 pub async fn list(repo: &Repo) -> Result<Vec<CatalogEntry>> {
-    let mut out = Vec::new();
-    for id in list_ids(repo).await? {
-        if let Some(info) = read_info(repo, &id).await? {
-            let details = read_details(repo, &id).await?;
-            out.push(CatalogEntry { info, details });
-        }
-    }
-    Ok(out)
+    use futures::{StreamExt, TryStreamExt};
+    let read = |id: BackupId| async move {
+        let (info, details) = tokio::try_join!(read_info(repo, &id), read_details(repo, &id))?;
+        Ok::<_, Error>(info.map(|info| CatalogEntry { info, details }))
+    };
+    let entries: Vec<Option<CatalogEntry>> = futures::stream::iter(list_ids(repo).await?)
+        .map(read)
+        .buffered(CONCURRENT_READS)
+        .try_collect()
+        .await?;
+    Ok(entries.into_iter().flatten().collect())
 }
+
+/// backup.info and pitr.json files read at once when listing the catalog.
+const CONCURRENT_READS: usize = 8;
 
 /// Resolves `latest` / `last`, `oldest` / `first`, a backup id, or a
 /// backup name (`--name`) to one backup.

@@ -133,7 +133,9 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
         }
         None => None,
     };
-    let index = ArchiveIndex::load(repo).await?;
+    // History files first (one shallow listing); segments once the
+    // candidate backups are known, from the newest one's first segment on.
+    let mut index = ArchiveIndex::histories(repo).await?;
     let one = TimelineId::new(1).expect("1 is a timeline");
     let tli_of = |e: &CatalogEntry| e.info.timeline.and_then(TimelineId::new).unwrap_or(one);
     let timeline = match req.timeline {
@@ -179,12 +181,16 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
             },
         }
     }
-    let unreachable = |refusals: &[String]| {
+    let floor = |e: &CatalogEntry| e.info.begin_wal;
+    index
+        .load_segments(repo, fitting.first().and_then(|e| floor(e)))
+        .await?;
+    let unreachable = |index: &ArchiveIndex, refusals: &[String]| {
         let earliest = usable
             .first()
             .map(|e| describe_point(e))
             .unwrap_or_default();
-        let latest = latest_point(&index, usable.last().expect("not empty"));
+        let latest = latest_point(index, usable.last().expect("not empty"));
         Error::Unreachable(format!(
             "{} cannot be reached on timeline {}: {}. Earliest recoverable point: {earliest}; \
              latest: {latest}",
@@ -196,6 +202,10 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
 
     let mut events = Events::new(repo);
     for backup in fitting {
+        // An older backup than the one the listing started at: list more.
+        if let Some(begin) = floor(backup).filter(|b| !index.covers(b)) {
+            index.load_segments(repo, Some(begin)).await?;
+        }
         let found = match chain(&index, &path, backup, req, &mut events).await {
             Ok(c) => c,
             Err(ChainError::TooLate(why)) => {
@@ -230,7 +240,11 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
                 .list(&repo.layout.backup_prefix(&backup.info.backup_id))
                 .await?
                 .iter()
-                .filter(|o| o.key.contains(".tar"))
+                .filter(|o| {
+                    repo.layout
+                        .parse_backup_key(&o.key)
+                        .is_some_and(|(_, f)| f.is_tar())
+                })
                 .map(|o| o.size)
                 .sum(),
         };
@@ -255,7 +269,7 @@ pub async fn plan(repo: &Repo, req: &PlanRequest) -> Result<Plan> {
             notes,
         });
     }
-    Err(unreachable(&refusals))
+    Err(unreachable(&index, &refusals))
 }
 
 /// The end of the archive reachable from a backup, in words.

@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use tracing::debug;
 
 use super::{Metadata, Object, ObjectInfo, ObjectStore, ObjectWriter, PutOptions, PutOutcome};
 use crate::error::{Error, Result};
@@ -128,6 +129,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        debug!("store request: HEAD {key}");
         let path = self.path(key)?;
         match fs::metadata(&path) {
             Ok(md) if md.is_file() => Ok(Some(self.info(key, &md, self.read_meta(key)))),
@@ -138,6 +140,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Object>> {
+        debug!("store request: GET {key}");
         let path = self.path(key)?;
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -154,7 +157,12 @@ impl ObjectStore for FsStore {
         }))
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    async fn list_each(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        each: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<()> {
         let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let start = if dir_part.is_empty() {
             self.root.clone()
@@ -165,6 +173,49 @@ impl ObjectStore for FsStore {
         self.walk(&start, prefix, &mut out)
             .map_err(|e| io_err("cannot list", &start, e))?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        let after = |o: &ObjectInfo| start_after.is_none_or(|a| o.key.as_str() > a);
+        let mut n = 0;
+        for o in out.into_iter().filter(after) {
+            n += 1;
+            each(o);
+        }
+        debug!(
+            "store request: LIST {prefix} (after {}): {n} keys",
+            start_after.unwrap_or("-")
+        );
+        Ok(())
+    }
+
+    async fn list_shallow(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let Some(dir_key) = prefix.strip_suffix('/') else {
+            let mut out = Vec::new();
+            self.list_each(prefix, None, &mut |o| {
+                if !o.key[prefix.len()..].contains('/') {
+                    out.push(o)
+                }
+            })
+            .await?;
+            return Ok(out);
+        };
+        let dir = self.path(dir_key)?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", &dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("cannot list", &dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let md = entry
+                .metadata()
+                .map_err(|e| io_err("cannot stat", &entry.path(), e))?;
+            if !name.starts_with('.') && md.is_file() {
+                out.push(self.info(&format!("{prefix}{name}"), &md, Metadata::new()));
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        debug!("store request: LIST {prefix} (shallow): {} keys", out.len());
         Ok(out)
     }
 

@@ -58,7 +58,23 @@ pub trait ObjectStore: Send + Sync {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
     async fn get(&self, key: &str) -> Result<Option<Object>>;
     /// Every object whose key starts with `prefix`, sorted by key.
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        self.list_each(prefix, None, &mut |o| out.push(o)).await?;
+        Ok(out)
+    }
+    /// The objects whose key starts with `prefix` and sorts after
+    /// `start_after`, in key order, handed to `each` as the listing pages
+    /// arrive: nothing is collected, whatever the number of keys.
+    async fn list_each(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        each: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<()>;
+    /// The objects directly under `prefix`, not in a deeper "directory"
+    /// (`prefix/dir/...`): one request however many keys lie deeper.
+    async fn list_shallow(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// Whether any object's key starts with `prefix` (one cheap request).
     async fn any_under(&self, prefix: &str) -> Result<bool> {
         Ok(!self.list(prefix).await?.is_empty())

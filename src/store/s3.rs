@@ -17,6 +17,7 @@ use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
+use tracing::debug;
 
 use super::s3_error::{classify, to_error, Failure, Target};
 use super::{Metadata, Object, ObjectInfo, ObjectStore, ObjectWriter, PutOptions, PutOutcome};
@@ -156,6 +157,7 @@ impl S3Store {
     ) -> Result<PutOutcome> {
         let (sse, kms) = self.sse_header();
         let len = data.len() as i64;
+        debug!("store request: PUT {key} ({len} bytes)");
         let mut req = self
             .client
             .put_object()
@@ -178,6 +180,20 @@ impl S3Store {
             }
             Err(e) => Err(to_error(e, "PUT", key, &self.target())),
         }
+    }
+}
+
+/// An object as a listing shows it (no metadata).
+fn listed(
+    key: &str,
+    size: Option<i64>,
+    modified: Option<&aws_sdk_s3::primitives::DateTime>,
+) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size: size.unwrap_or(0).max(0) as u64,
+        last_modified: to_utc(modified),
+        metadata: Metadata::new(),
     }
 }
 
@@ -207,6 +223,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        debug!("store request: HEAD {key}");
         match self
             .client
             .head_object()
@@ -227,6 +244,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Object>> {
+        debug!("store request: GET {key}");
         match self
             .client
             .get_object()
@@ -247,32 +265,64 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    async fn list_each(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        each: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<()> {
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
+            .set_start_after(start_after.map(str::to_string))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| to_error(e, "LIST", prefix, &self.target()))?;
+            debug!(
+                "store request: LIST {prefix} (after {}): {} keys",
+                start_after.unwrap_or("-"),
+                page.contents().len()
+            );
+            for o in page.contents() {
+                if let Some(key) = o.key() {
+                    each(listed(key, o.size(), o.last_modified()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_shallow(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
             .into_paginator()
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| to_error(e, "LIST", prefix, &self.target()))?;
+            debug!(
+                "store request: LIST {prefix} (shallow): {} keys, {} directories",
+                page.contents().len(),
+                page.common_prefixes().len()
+            );
             for o in page.contents() {
-                let Some(key) = o.key() else { continue };
-                out.push(ObjectInfo {
-                    key: key.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    last_modified: to_utc(o.last_modified()),
-                    metadata: Metadata::new(),
-                });
+                if let Some(key) = o.key() {
+                    out.push(listed(key, o.size(), o.last_modified()));
+                }
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     async fn any_under(&self, prefix: &str) -> Result<bool> {
+        debug!("store request: LIST {prefix} (one key)");
         let page = self
             .client
             .list_objects_v2()
@@ -286,6 +336,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
+        debug!("store request: DELETE {key}");
         self.client
             .delete_object()
             .bucket(&self.bucket)
