@@ -13,6 +13,7 @@ pub struct Rgw {
     pub secret_key: String,
     pub region: String,
     pub kms_key_id: String,
+    settings: S3Settings,
     client: aws_sdk_s3::Client,
     rt: tokio::runtime::Runtime,
 }
@@ -51,6 +52,7 @@ impl Rgw {
             let _guard = rt.enter();
             pitr::store::s3::client(&settings).unwrap()
         };
+        let settings_kept = settings.clone();
         Rgw {
             endpoint,
             http_endpoint: var("PITR_TEST_S3_HTTP_ENDPOINT"),
@@ -59,8 +61,24 @@ impl Rgw {
             secret_key: var("PITR_TEST_S3_SECRET_KEY"),
             region: var("PITR_TEST_S3_REGION"),
             kms_key_id: var("PITR_TEST_S3_KMS_KEY_ID"),
+            settings: settings_kept,
             client,
             rt,
+        }
+    }
+
+    /// pitr's settings for `s3://bucket/pg`, server `server`, to call the
+    /// library directly.
+    pub fn repo_config(&self, bucket: &str, server: &str) -> pitr::config::RepoConfig {
+        pitr::config::RepoConfig {
+            location: pitr::config::RepoLocation::S3 {
+                bucket: bucket.into(),
+                prefix: "pg".into(),
+            },
+            server_name: server.into(),
+            s3: self.settings.clone(),
+            compression: pitr::codec::Compression::Gzip { level: 1 },
+            encryption_key_file: None,
         }
     }
 
