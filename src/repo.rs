@@ -1,21 +1,31 @@
 //! A repository: a store, the layout of keys in it, and the codec objects
-//! are written with. Every command builds one and calls the library.
+//! are written with. Every command builds one and calls the library. The
+//! store, layout and codec are private to the library: callers (the CLI,
+//! the CNPG-I plugin) go through typed operations (`wal::push`,
+//! `wal::restore_command`, `backup::catalog`, `restore::plan`, ...), so no
+//! caller builds a key, picks a suffix or a compression itself; inside the
+//! library, [`Repo::decode`] and [`OpenedObject`] read an object with the
+//! compression detected once from its key.
 
 use std::sync::Arc;
 
+use crate::codec::Compression;
 use crate::codec::{Codec, EncryptionKey};
 use crate::config::{RepoConfig, RepoLocation};
+use crate::error::Error;
 use crate::error::Result;
 use crate::layout::Layout;
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
-use crate::store::ObjectStore;
+use crate::store::{Object, ObjectStore};
+use crate::transfer::{self, DownloadReport};
 use crate::wal::identity::RepoIdentity;
+use crate::wal::WalFileName;
 
 pub struct Repo {
-    pub store: Box<dyn ObjectStore>,
-    pub layout: Layout,
-    pub codec: Codec,
+    pub(crate) store: Box<dyn ObjectStore>,
+    pub(crate) layout: Layout,
+    pub(crate) codec: Codec,
     /// The identity record once read (see `wal::identity::cached`).
     pub(crate) identity_cache: tokio::sync::OnceCell<RepoIdentity>,
 }
@@ -57,6 +67,23 @@ impl Repo {
         })
     }
 
+    /// Decodes `stored` into `sink` with this repository's key, verifying
+    /// it (gzip CRC, GCM tags, pitr's checksum and size where recorded).
+    /// Returns the sink so the caller can fsync it.
+    pub async fn decode<W: std::io::Write + Send + 'static>(
+        &self,
+        stored: OpenedObject,
+        sink: W,
+    ) -> Result<(DownloadReport, W)> {
+        transfer::download(
+            stored.object,
+            stored.compression,
+            self.codec.key.clone(),
+            sink,
+        )
+        .await
+    }
+
     /// The repository and server, for messages.
     pub fn describe(&self) -> String {
         format!(
@@ -64,5 +91,42 @@ impl Repo {
             self.store.url(),
             self.layout.server_root().trim_end_matches('/')
         )
+    }
+}
+
+/// An object opened for reading, with the compression its key says it was
+/// stored with, detected once.
+pub struct OpenedObject {
+    pub object: Object,
+    pub compression: Compression,
+}
+
+impl OpenedObject {
+    /// A WAL object: compression from its suffix after `name`.
+    pub fn of_wal(repo: &Repo, name: &WalFileName, object: Object) -> Result<OpenedObject> {
+        let key = &object.info.key;
+        let suffix = repo
+            .layout
+            .wal_suffix_of(name, key)
+            .ok_or_else(|| Error::Corrupt(format!("{key} is not a stored copy of {name}")))?;
+        let compression = Compression::for_suffix(suffix, key)?;
+        Ok(OpenedObject {
+            object,
+            compression,
+        })
+    }
+
+    /// One of a backup's objects (a tar or the manifest).
+    pub fn of_backup_object(repo: &Repo, object: Object) -> Result<OpenedObject> {
+        let key = &object.info.key;
+        let compression = Compression::for_suffix(repo.layout.backup_object_suffix(key), key)?;
+        Ok(OpenedObject {
+            object,
+            compression,
+        })
+    }
+
+    pub fn key(&self) -> &str {
+        &self.object.info.key
     }
 }

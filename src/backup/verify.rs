@@ -10,11 +10,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::catalog::{CatalogEntry, ObjectKind, StoredObject};
-use crate::codec::Compression;
 use crate::error::{Error, Result};
-use crate::repo::Repo;
+use crate::repo::{OpenedObject, Repo};
 use crate::tar_walk::{TarMember, TarVisitor, TarWalker};
-use crate::transfer;
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
@@ -117,19 +115,11 @@ async fn fetch_manifest(repo: &Repo, object: &StoredObject) -> Result<Manifest> 
         repo.store.get(&object.key).await?.ok_or_else(|| {
             Error::NotFound(format!("the backup manifest {} is missing", object.key))
         })?;
-    let (_, bytes) = transfer::download(
-        obj,
-        compression_of(repo, &object.key)?,
-        repo.codec.key.clone(),
-        Vec::new(),
-    )
-    .await?;
+    let (_, bytes) = repo
+        .decode(OpenedObject::of_backup_object(repo, obj)?, Vec::new())
+        .await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::Corrupt(format!("{} is not a backup manifest: {e}", object.key)))
-}
-
-fn compression_of(repo: &Repo, key: &str) -> Result<Compression> {
-    Compression::for_suffix(repo.layout.backup_object_suffix(key), key)
 }
 
 /// Checks every file of `entry` against its manifest.
@@ -176,13 +166,9 @@ pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
             ),
             current: current.clone(),
         };
-        let outcome = transfer::download(
-            obj,
-            compression_of(repo, &object.key)?,
-            repo.codec.key.clone(),
-            sink,
-        )
-        .await;
+        let outcome = repo
+            .decode(OpenedObject::of_backup_object(repo, obj)?, sink)
+            .await;
         seen.append(&mut hashed.lock().unwrap());
         let outcome = outcome.and_then(|(r, mut sink)| sink.walker.finish().map(|()| r));
         match outcome {

@@ -131,14 +131,7 @@ impl ArchiveIndex {
         let obj = locate::open(repo, &name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("{key} vanished while being read")))?;
-        let compression = crate::codec::Compression::for_suffix(
-            repo.layout
-                .wal_suffix_of(&name, &obj.info.key)
-                .unwrap_or(""),
-            &obj.info.key,
-        )?;
-        let (_, text) =
-            crate::transfer::download(obj, compression, repo.codec.key.clone(), Vec::new()).await?;
+        let (_, text) = repo.decode(obj, Vec::new()).await?;
         TimelinePath::parse(timeline, &String::from_utf8_lossy(&text), key)
     }
 }

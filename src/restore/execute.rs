@@ -24,13 +24,12 @@ use super::target::{Target, TimelineTarget};
 use crate::backup::catalog::StoredObject;
 use crate::backup::info::BackupInfo;
 use crate::backup::take::Progress;
-use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
 use crate::layout::BackupFile;
-use crate::repo::Repo;
+use crate::repo::{OpenedObject, Repo};
 use crate::tar_walk::TarWalker;
-use crate::transfer::{self, DownloadReport};
+use crate::transfer::DownloadReport;
 
 #[derive(Debug, Clone)]
 pub struct ExecuteRequest {
@@ -216,17 +215,12 @@ async fn extract_one(repo: &Repo, job: &Job, bytes: Arc<AtomicU64>) -> Result<Ex
         .get(&job.key)
         .await?
         .ok_or_else(|| Error::NotFound(format!("{} vanished from the store", job.key)))?;
-    let suffix = repo
-        .layout
-        .parse_backup_key(&job.key)
-        .map(|(_, file)| file.suffix())
-        .unwrap_or("");
-    let compression = Compression::for_suffix(suffix, &job.key)?;
     let sink = ExtractSink {
         walker: TarWalker::new(&job.key, Extractor::new(&job.dest, &job.key, bytes)),
     };
-    let (report, mut sink) =
-        transfer::download(obj, compression, repo.codec.key.clone(), sink).await?;
+    let (report, mut sink) = repo
+        .decode(OpenedObject::of_backup_object(repo, obj)?, sink)
+        .await?;
     sink.walker.finish()?;
     if let Some(want) = &job.expected {
         check_recorded(&job.key, want, &report)?;

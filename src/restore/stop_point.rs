@@ -4,10 +4,8 @@
 use std::collections::HashMap;
 
 use super::target::Target;
-use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::repo::Repo;
-use crate::transfer;
 use crate::wal::records::{WalEvent, WalScanner};
 use crate::wal::{locate, Lsn, SegmentName, WalFileName};
 
@@ -33,15 +31,7 @@ impl<'a> Events<'a> {
             let obj = locate::open(self.repo, &file)
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("{name} vanished from the archive")))?;
-            let suffix = self
-                .repo
-                .layout
-                .wal_suffix_of(&file, &obj.info.key)
-                .unwrap_or("");
-            let compression = Compression::for_suffix(suffix, &obj.info.key)?;
-            let (_, bytes) =
-                transfer::download(obj, compression, self.repo.codec.key.clone(), Vec::new())
-                    .await?;
+            let (_, bytes) = self.repo.decode(obj, Vec::new()).await?;
             let events = self.scanner.scan(&bytes, &name.to_string())?;
             self.cache.insert(*name, events);
         }

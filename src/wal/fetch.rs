@@ -9,11 +9,9 @@ use std::path::Path;
 use super::identity;
 use super::locate;
 use super::WalFileName;
-use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::fsutil::{temp_beside, TempGuard};
 use crate::repo::Repo;
-use crate::transfer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchOutcome {
@@ -29,9 +27,7 @@ pub async fn fetch(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Fetch
     let obj = locate::open(repo, name)
         .await?
         .ok_or_else(|| Error::NotFound(format!("{name} is not in {}", repo.describe())))?;
-    let key = obj.info.key.clone();
-    let suffix = repo.layout.wal_suffix_of(name, &key).unwrap_or("");
-    let compression = Compression::for_suffix(suffix, &key)?;
+    let key = obj.key().to_string();
 
     let guard = TempGuard::new(temp_beside(dest));
     let file = OpenOptions::new()
@@ -39,7 +35,7 @@ pub async fn fetch(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Fetch
         .create_new(true)
         .open(guard.path())
         .map_err(|e| Error::io(format!("cannot create {}", guard.path().display()), e))?;
-    let (report, file) = transfer::download(obj, compression, repo.codec.key.clone(), file).await?;
+    let (report, file) = repo.decode(obj, file).await?;
     if !report.encrypted && repo.codec.key.is_some() {
         if let Some(id) = identity::cached(repo).await?.filter(|id| id.encrypted()) {
             return Err(Error::WrongKey(format!(

@@ -3,8 +3,9 @@
 
 use crate::error::Result;
 use crate::layout::WalKey;
+use crate::repo::OpenedObject;
 use crate::repo::Repo;
-use crate::store::{Object, ObjectInfo};
+use crate::store::ObjectInfo;
 use crate::wal::{SegmentName, WalFileName};
 
 /// Every stored object for `name` (normally one), by key.
@@ -17,19 +18,32 @@ pub async fn stored_copies(repo: &Repo, name: &WalFileName) -> Result<Vec<Object
         .collect())
 }
 
-/// Opens the stored object for `name`: first under the suffix this
-/// repository writes (one request), else whatever a listing finds.
-pub async fn open(repo: &Repo, name: &WalFileName) -> Result<Option<Object>> {
+/// Opens the stored object for `name`, its compression read from its
+/// suffix once: first under the suffix this repository writes (one
+/// request), else whatever a listing finds.
+pub async fn open(repo: &Repo, name: &WalFileName) -> Result<Option<OpenedObject>> {
     let preferred = repo.layout.wal_key(name, repo.codec.compression.suffix());
     if let Some(obj) = repo.store.get(&preferred).await? {
-        return Ok(Some(obj));
+        return OpenedObject::of_wal(repo, name, obj).map(Some);
     }
     for info in stored_copies(repo, name).await? {
-        if let Some(obj) = repo.store.get(&info.key).await? {
+        if let Some(obj) = open_copy(repo, name, &info).await? {
             return Ok(Some(obj));
         }
     }
     Ok(None)
+}
+
+/// Opens one listed copy of `name`.
+pub async fn open_copy(
+    repo: &Repo,
+    name: &WalFileName,
+    copy: &ObjectInfo,
+) -> Result<Option<OpenedObject>> {
+    match repo.store.get(&copy.key).await? {
+        Some(obj) => OpenedObject::of_wal(repo, name, obj).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Whether the repository holds an archive for its server at all: pitr's

@@ -14,7 +14,6 @@ use super::identity;
 use super::locate;
 use super::page_header::{LongPageHeader, LONG_HEADER_LEN};
 use super::WalFileName;
-use crate::codec::Compression;
 use crate::error::{Error, Result};
 use crate::repo::Repo;
 use crate::store::{ObjectInfo, PutOptions, PutOutcome};
@@ -148,13 +147,9 @@ async fn stored_sha256(repo: &Repo, name: &WalFileName, existing: &ObjectInfo) -
     if let Some(sha) = info.as_ref().and_then(|i| i.metadata.get(meta::SHA256)) {
         return Ok(sha.clone());
     }
-    let suffix = repo.layout.wal_suffix_of(name, &existing.key).unwrap_or("");
-    let compression = Compression::for_suffix(suffix, &existing.key)?;
-    let obj =
-        repo.store.get(&existing.key).await?.ok_or_else(|| {
-            Error::Store(format!("{} vanished while being compared", existing.key))
-        })?;
-    let (report, _) =
-        transfer::download(obj, compression, repo.codec.key.clone(), std::io::sink()).await?;
+    let obj = locate::open_copy(repo, name, existing)
+        .await?
+        .ok_or_else(|| Error::Store(format!("{} vanished while being compared", existing.key)))?;
+    let (report, _) = repo.decode(obj, std::io::sink()).await?;
     Ok(report.sha256)
 }
