@@ -168,6 +168,9 @@ pub struct S3Settings {
     pub request_attempts: u32,
 }
 
+/// S3 objects up to this size go in one PUT; larger ones in parts of this size.
+pub const DEFAULT_PART_SIZE: usize = 32 << 20;
+
 /// Attempts per store request unless a command says otherwise.
 pub const DEFAULT_REQUEST_ATTEMPTS: u32 = 3;
 
@@ -180,7 +183,7 @@ impl Default for S3Settings {
             credentials: None,
             sse: Sse::None,
             path_style: true,
-            part_size: crate::store::s3::DEFAULT_PART_SIZE,
+            part_size: DEFAULT_PART_SIZE,
             request_attempts: DEFAULT_REQUEST_ATTEMPTS,
         }
     }

@@ -58,7 +58,15 @@ pub struct CatalogEntry {
     pub details: Option<BackupDetails>,
 }
 
+/// The segment size of backups that do not record one (PostgreSQL's default).
+const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+
 impl CatalogEntry {
+    /// The cluster's WAL segment size, as backup.info records it.
+    pub fn segment_size(&self) -> u64 {
+        self.info.xlog_segment_size.unwrap_or(DEFAULT_SEGMENT_SIZE)
+    }
+
     /// Usable for a restore: DONE (pitr writes DONE only once its tars,
     /// metadata and WAL from start to end are all in the store).
     pub fn usable(&self) -> bool {

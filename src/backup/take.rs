@@ -5,68 +5,26 @@
 //! is in the archive.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{Local, Utc};
-use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::abandoned::close_abandoned;
 use super::catalog::{self, BackupDetails, CatalogEntry, ObjectKind, StoredObject};
 use super::id::BackupId;
 use super::info::{BackupInfo, BackupStatus, Tablespace};
 use super::label_capture::Capture;
+pub use super::request::{parse_size, BackupRequest, Progress};
+use super::stream_upload::store_stream;
 use super::wal_check;
 use crate::error::{Error, Result};
-use crate::pgwire::{
-    BackupEvent, BaseBackupOptions, BaseBackupStream, Checkpoint, ConnectParams,
-    ReplicationConnection,
-};
+use crate::pgwire::{BackupEvent, BaseBackupOptions, ConnectParams, ReplicationConnection};
 use crate::repo::Repo;
-use crate::store::{PutOptions, PutOutcome};
+use crate::store::PutOutcome;
 use crate::tar_walk::TarWalker;
-use crate::transfer::channel_io::ChannelReader;
-use crate::transfer::{self, UploadReport};
+use crate::transfer::UploadReport;
 use crate::wal::{identity, Lsn, SegmentName, TimelineId};
-
-#[derive(Debug, Clone)]
-pub struct BackupRequest {
-    /// A name to find the backup by (Barman's `--name`).
-    pub name: Option<String>,
-    pub checkpoint: Checkpoint,
-    /// How long to wait for the backup's last WAL segment to be archived.
-    pub wal_timeout: Duration,
-    /// Server-side rate limit in kB/s (BASE_BACKUP's MAX_RATE).
-    pub max_rate: Option<u32>,
-}
-
-/// Where a backup is, for a progress bar or periodic log lines.
-pub trait Progress: Send + Sync {
-    /// The server's estimate of the bytes to send, once known.
-    fn total(&self, bytes: u64);
-    /// Bytes the server has sent so far.
-    fn advance(&self, done: u64);
-    /// A new phase ("waiting for WAL", ...).
-    fn phase(&self, what: &str);
-}
-
-/// Parses PostgreSQL's `SHOW wal_segment_size` (`16MB`, `1GB`).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "kB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        "TB" => 1 << 40,
-        _ => return None,
-    };
-    Some(n * mult)
-}
 
 async fn show(conn: &mut ReplicationConnection, setting: &str) -> Result<String> {
     let rows = conn.simple_query(&format!("SHOW {setting}")).await?;
@@ -164,40 +122,6 @@ pub async fn take(
             Err(e)
         }
     }
-}
-
-/// A STARTED backup older than this was abandoned (its process was killed).
-const ABANDONED_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(6);
-
-/// Marks backups left STARTED long ago as FAILED and drops the uploads
-/// they left open, so a killed backup does not hold storage forever.
-async fn close_abandoned(repo: &Repo) -> Result<()> {
-    let now = Utc::now();
-    for mut entry in catalog::list(repo).await? {
-        let info = &mut entry.info;
-        let stale = info.status == BackupStatus::Started
-            && info
-                .begin_time
-                .is_some_and(|t| now.signed_duration_since(t) > ABANDONED_AFTER);
-        if !stale {
-            continue;
-        }
-        let dropped = repo
-            .store
-            .abort_unfinished(&repo.layout.backup_prefix(&info.backup_id))
-            .await?;
-        info.status = BackupStatus::Failed;
-        info.error = Some(format!(
-            "abandoned: still STARTED at {} (the process taking it was killed); {dropped} unfinished uploads dropped",
-            now.to_rfc3339()
-        ));
-        catalog::write_info(repo, info, false).await?;
-        warn!(
-            "backup {} was abandoned while STARTED: marked FAILED",
-            info.backup_id
-        );
-    }
-    Ok(())
 }
 
 /// Runs BASE_BACKUP and stores every archive it sends.
@@ -362,73 +286,6 @@ fn stored(key: String, kind: ObjectKind, oid: Option<u32>, r: &UploadReport) -> 
         plain_size: r.plain_size,
         stored_size: r.stored_size,
         sha256: r.sha256.clone(),
-    }
-}
-
-/// Streams the data messages of one archive (or the manifest) into `key`,
-/// and returns the first event after them.
-async fn store_stream(
-    repo: &Repo,
-    key: &str,
-    stream: &mut BaseBackupStream<'_>,
-    mut scanner: Option<&mut TarWalker<Capture>>,
-    progress: &dyn Progress,
-) -> Result<(UploadReport, Option<BackupEvent>)> {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
-    let upload = transfer::upload(
-        repo.store.as_ref(),
-        key,
-        &repo.codec,
-        ChannelReader::new(rx),
-        PutOptions::default(),
-        key,
-    );
-    let pump = async move {
-        let failure = loop {
-            let event = match stream.next().await {
-                Ok(event) => event,
-                Err(e) => break e,
-            };
-            match event {
-                Some(BackupEvent::Data(b) | BackupEvent::ManifestData(b)) => {
-                    let pieces = match scanner.as_deref_mut() {
-                        Some(s) => match s.filter(&b) {
-                            Ok(pieces) => pieces,
-                            Err(e) => break e,
-                        },
-                        None => vec![b],
-                    };
-                    for piece in pieces {
-                        if tx.send(Ok(piece)).await.is_err() {
-                            // The upload failed: its own error says why.
-                            return Err(None);
-                        }
-                    }
-                }
-                Some(BackupEvent::Progress(done)) => progress.advance(done),
-                // The end of this archive: a tar PostgreSQL cut short fails
-                // the backup; otherwise dropping tx completes the object.
-                other => match scanner.as_deref_mut().map_or(Ok(()), |s| s.finish()) {
-                    Ok(()) => return Ok(other),
-                    Err(e) => break e,
-                },
-            }
-        };
-        // Make the upload fail rather than store a truncated or malformed object.
-        let _ = tx.send(Err(io::Error::other(failure.to_string()))).await;
-        Err(Some(failure))
-    };
-    let (uploaded, next) = tokio::join!(upload, pump);
-    match (uploaded, next) {
-        (Ok(report), Ok(next)) => Ok((report, next)),
-        // The stream failed first: that is the cause, not the aborted upload.
-        (_, Err(Some(e))) => Err(e),
-        // The upload failed (access denied, a missing bucket, a 5xx): its
-        // error is the cause the user must see.
-        (Err(e), _) => Err(e),
-        (Ok(_), Err(None)) => Err(Error::Store(format!(
-            "the upload of {key} ended before the stream did"
-        ))),
     }
 }
 

@@ -2,8 +2,8 @@
 //! read, along the target timeline's ancestry, each proven to be archived.
 
 use super::archive_index::ArchiveIndex;
-use super::plan::{seg_size, PlanRequest};
 use super::stop_point::{describe_stop, stop_event, Events};
+use super::target::PlanRequest;
 use super::target::Target;
 use crate::backup::catalog::CatalogEntry;
 use crate::error::Error;
@@ -39,7 +39,7 @@ pub(super) async fn chain(
     req: &PlanRequest,
     events: &mut Events<'_>,
 ) -> std::result::Result<Chain, ChainError> {
-    let seg = seg_size(backup);
+    let seg = backup.segment_size();
     let begin = backup.info.begin_xlog.expect("checked by the caller");
     let end = backup.info.end_xlog.expect("checked by the caller");
     let first = begin.segment_number(seg);

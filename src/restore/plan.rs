@@ -18,23 +18,12 @@ use serde::Serialize;
 use super::archive_index::ArchiveIndex;
 use super::chain::{chain, ChainError};
 use super::stop_point::Events;
+pub use super::target::PlanRequest;
 use super::target::{Target, TargetAction, TimelineTarget};
 use crate::backup::catalog::{self, CatalogEntry};
 use crate::error::{Error, Result};
 use crate::repo::Repo;
 use crate::wal::{Lsn, SegmentName, TimelineId};
-
-const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
-
-#[derive(Debug, Clone)]
-pub struct PlanRequest {
-    pub target: Target,
-    pub timeline: TimelineTarget,
-    pub exclusive: bool,
-    pub action: TargetAction,
-    /// A backup to use (id or name) instead of the newest that fits.
-    pub backup: Option<String>,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -61,10 +50,6 @@ impl Plan {
     pub fn last_segment(&self) -> Option<&SegmentName> {
         self.segments.last()
     }
-}
-
-pub(super) fn seg_size(e: &CatalogEntry) -> u64 {
-    e.info.xlog_segment_size.unwrap_or(DEFAULT_SEGMENT_SIZE)
 }
 
 fn describe_point(e: &CatalogEntry) -> String {

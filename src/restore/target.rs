@@ -152,6 +152,17 @@ impl fmt::Display for Target {
     }
 }
 
+/// What a restore is asked to reach.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub target: Target,
+    pub timeline: TimelineTarget,
+    pub exclusive: bool,
+    pub action: TargetAction,
+    /// A backup to use (id or name) instead of the newest that fits.
+    pub backup: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

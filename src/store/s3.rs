@@ -24,8 +24,7 @@ use super::{Metadata, Object, ObjectInfo, ObjectStore, ObjectWriter, PutOptions,
 use crate::config::{S3Settings, Sse};
 use crate::error::{Error, Result};
 
-/// Objects up to this size go in one PUT; larger ones in parts of this size.
-pub const DEFAULT_PART_SIZE: usize = 32 << 20;
+pub use crate::config::DEFAULT_PART_SIZE;
 
 /// The largest object stored with `if_absent`: always one conditional PUT
 /// (`If-None-Match: *`), since completing a multipart upload cannot be made
