@@ -207,3 +207,156 @@ fn missing_text(missing: &[SegmentName]) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::info::{BackupInfo, BackupStatus};
+    use crate::codec::Compression;
+    use crate::config::{RepoConfig, RepoLocation, S3Settings};
+    use crate::repo::Repo;
+    use crate::restore::archive_index::ArchivedSegment;
+    use crate::restore::target::{TargetAction, TimelineTarget};
+    use crate::wal::TimelineId;
+
+    const SEG: u64 = 16 << 20;
+
+    fn tli(t: u32) -> TimelineId {
+        TimelineId::new(t).unwrap()
+    }
+
+    fn index(segments: &[(u32, u64)]) -> ArchiveIndex {
+        let mut index = ArchiveIndex::default();
+        for (t, n) in segments {
+            index.segments.insert(
+                SegmentName::from_number(tli(*t), *n, SEG),
+                ArchivedSegment {
+                    stored_size: 100,
+                    archived_at: None,
+                },
+            );
+        }
+        index
+    }
+
+    /// A DONE backup on timeline 1 from segment `begin` to `end`.
+    fn backup(begin: u64, end: u64) -> CatalogEntry {
+        let mut info = BackupInfo::new("20261201T000000".parse().unwrap(), "main");
+        info.status = BackupStatus::Done;
+        info.timeline = Some(1);
+        info.begin_xlog = Some(Lsn(begin * SEG + 40));
+        info.end_xlog = Some(Lsn(end * SEG + 312));
+        info.xlog_segment_size = Some(SEG);
+        CatalogEntry {
+            info,
+            details: None,
+        }
+    }
+
+    fn request(target: Target) -> PlanRequest {
+        PlanRequest {
+            target,
+            timeline: TimelineTarget::Latest,
+            exclusive: false,
+            action: TargetAction::Promote,
+            backup: None,
+        }
+    }
+
+    async fn walk(
+        index: &ArchiveIndex,
+        path: &TimelinePath,
+        target: Target,
+    ) -> Result<Vec<String>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::create(&RepoConfig {
+            location: RepoLocation::Fs {
+                root: dir.path().to_path_buf(),
+            },
+            server_name: "main".into(),
+            s3: S3Settings::default(),
+            compression: Compression::None,
+            encryption_key_file: None,
+        })
+        .unwrap();
+        let mut events = Events::new(&repo);
+        match chain(index, path, &backup(2, 3), &request(target), &mut events).await {
+            Ok(c) => Ok(c.segments.iter().map(|s| s.to_string()).collect()),
+            Err(ChainError::TooLate(why)) => Err(format!("too late: {why}")),
+            Err(ChainError::Fatal(e)) => Err(e.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn latest_immediate_and_lsn_walk_exactly_what_recovery_reads() {
+        let idx = index(&[(1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]);
+        let root = TimelinePath::root(tli(1));
+        let latest = walk(&idx, &root, Target::Latest).await.unwrap();
+        assert_eq!(latest.first().unwrap(), "000000010000000000000002");
+        assert_eq!(latest.last().unwrap(), "000000010000000000000005");
+        assert_eq!(latest.len(), 4);
+        let immediate = walk(&idx, &root, Target::Immediate).await.unwrap();
+        assert_eq!(
+            immediate,
+            ["000000010000000000000002", "000000010000000000000003"]
+        );
+        let lsn = walk(
+            &idx,
+            &root,
+            Target::Lsn {
+                lsn: Lsn(4 * SEG + 5),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(lsn.last().unwrap(), "000000010000000000000004");
+        let beyond = walk(&idx, &root, Target::Lsn { lsn: Lsn(9 * SEG) })
+            .await
+            .unwrap_err();
+        assert!(beyond.contains("not in the archived WAL"), "{beyond}");
+    }
+
+    #[tokio::test]
+    async fn missing_wal_and_gaps_are_named() {
+        let root = TimelinePath::root(tli(1));
+        // The backup's own end segment is missing: it cannot be restored.
+        let e = walk(&index(&[(1, 2), (1, 4)]), &root, Target::Latest)
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("WAL it needs is missing") && e.contains("000000010000000000000003"),
+            "{e}"
+        );
+        // After the backup, 5 and 6 are missing but 7 is archived: a gap.
+        let e = walk(
+            &index(&[(1, 2), (1, 3), (1, 4), (1, 7)]),
+            &root,
+            Target::Latest,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("gap"), "{e}");
+        assert!(
+            e.contains("000000010000000000000005") && e.contains("000000010000000000000007"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_switch_segment_comes_from_the_new_timeline() {
+        // Timeline 2 forked from 1 inside segment 4.
+        let path = TimelinePath::parse(tli(2), "1\t0/4000100\tno recovery target specified\n", "h")
+            .unwrap();
+        let idx = index(&[(1, 2), (1, 3), (1, 4), (2, 4), (2, 5)]);
+        let segs = walk(&idx, &path, Target::Latest).await.unwrap();
+        assert_eq!(
+            segs,
+            [
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "000000020000000000000004",
+                "000000020000000000000005"
+            ]
+        );
+    }
+}

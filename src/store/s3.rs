@@ -606,3 +606,84 @@ async fn abort_upload(store: &S3Store, key: &str, upload: Option<Multipart>) -> 
         .map_err(|e| to_error(e, "AbortMultipartUpload", key, &store.target()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{S3Credentials, Secret};
+
+    /// A store whose endpoint refuses connections: any request fails, so a
+    /// write that returns Ok sent nothing.
+    fn unreachable_store() -> S3Store {
+        let settings = S3Settings {
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            credentials: Some(S3Credentials {
+                access_key_id: Secret::new("AKIATEST"),
+                secret_access_key: Secret::new("not-a-secret"),
+                session_token: None,
+            }),
+            part_size: 5 << 20,
+            request_attempts: 1,
+            ..S3Settings::default()
+        };
+        S3Store::open(&settings, "bucket").unwrap()
+    }
+
+    #[tokio::test]
+    async fn never_overwrite_objects_are_buffered_for_one_conditional_put() {
+        let store = unreachable_store();
+        let chunk = Bytes::from(vec![7u8; 4 << 20]);
+        let mut w = store
+            .writer(
+                "k",
+                PutOptions {
+                    if_absent: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        // Four parts' worth: no multipart upload is started.
+        for _ in 0..5 {
+            w.write(chunk.clone()).await.unwrap();
+        }
+        // Only finishing sends (one PUT), which fails here.
+        let e = w.finish(Metadata::new()).await.unwrap_err();
+        assert!(e.to_string().contains("PUT s3://bucket/k"), "{e}");
+
+        // Without if_absent, passing one part starts a multipart upload.
+        let mut w = store.writer("k2", PutOptions::default()).await.unwrap();
+        w.write(chunk.clone()).await.unwrap();
+        let e = w.write(chunk).await.unwrap_err();
+        assert!(e.to_string().contains("CreateMultipartUpload"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn parts_complete_in_any_order_and_are_listed_in_order() {
+        let part = |n: i32| {
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(format!("e{n}"))
+                .build()
+        };
+        let mut up = Multipart {
+            id: "u".into(),
+            parts: vec![part(2)],
+            in_flight: Default::default(),
+            next_number: 5,
+        };
+        for n in [4, 1, 3] {
+            up.in_flight
+                .push(Box::pin(async move { Ok::<_, Error>(part(n)) }) as PartUpload);
+        }
+        let parts = up.drain().await.unwrap();
+        let numbers: Vec<i32> = parts.iter().map(|p| p.part_number().unwrap()).collect();
+        assert_eq!(numbers, [1, 2, 3, 4]);
+
+        // A failed part fails the drain.
+        up.in_flight.push(Box::pin(async {
+            Err::<CompletedPart, _>(Error::Store("part 5 failed".into()))
+        }) as PartUpload);
+        assert!(up.drain().await.is_err());
+    }
+}

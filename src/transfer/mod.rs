@@ -22,3 +22,6 @@ pub mod meta {
 
 pub use download::{download, DownloadReport};
 pub use upload::{upload, UploadReport};
+
+#[cfg(test)]
+mod tests;

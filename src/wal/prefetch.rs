@@ -143,3 +143,96 @@ pub async fn prefetch(
     }
     Ok(fetched)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Compression;
+    use crate::config::{RepoConfig, RepoLocation, S3Settings};
+    use crate::wal::push::push;
+    use crate::wal::test_segments::{write_segment, TEST_SEGMENT_SIZE};
+    use crate::wal::TimelineId;
+
+    fn seg(n: u64) -> SegmentName {
+        SegmentName::from_number(TimelineId::new(1).unwrap(), n, TEST_SEGMENT_SIZE)
+    }
+
+    async fn archive(dir: &Path, numbers: &[u64]) -> Repo {
+        let repo = Repo::create(&RepoConfig {
+            location: RepoLocation::Fs {
+                root: dir.join("repo"),
+            },
+            server_name: "main".into(),
+            s3: S3Settings::default(),
+            compression: Compression::Gzip { level: 1 },
+            encryption_key_file: None,
+        })
+        .unwrap();
+        let wal = dir.join("wal");
+        fs::create_dir_all(&wal).unwrap();
+        for n in numbers {
+            push(&repo, &write_segment(&wal, 1, *n, 9)).await.unwrap();
+        }
+        repo
+    }
+
+    #[tokio::test]
+    async fn prefetches_until_the_end_of_the_archive_and_serves_only_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = archive(dir.path(), &[1, 2, 3, 4, 6]).await;
+        let spool = dir.path().join("pg_wal/.pitr-prefetch");
+        let n = prefetch(&repo, &spool, "repo-a", &seg(1), 8, TEST_SEGMENT_SIZE)
+            .await
+            .unwrap();
+        assert_eq!(n, 3, "2, 3 and 4; it stops at the missing 5");
+        assert!(!spool.join(seg(6).to_string()).exists());
+        // What is spooled is the archived file, complete.
+        let want = fs::read(dir.path().join("wal").join(seg(3).to_string())).unwrap();
+        assert_eq!(fs::read(spool.join(seg(3).to_string())).unwrap(), want);
+
+        // Another repository's request never takes from this spool.
+        let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+        let name = WalFileName::Segment(seg(2));
+        assert!(!take(&spool, &name, "repo-b", &dest).unwrap());
+        assert!(!dest.exists());
+        assert!(take(&spool, &name, "repo-a", &dest).unwrap());
+        assert_eq!(
+            fs::read(&dest).unwrap(),
+            fs::read(dir.path().join("wal").join(seg(2).to_string())).unwrap()
+        );
+        assert!(
+            !spool.join(seg(2).to_string()).exists(),
+            "moved, not copied"
+        );
+
+        // Pruning drops what recovery has passed.
+        prune(&spool, &seg(4));
+        assert!(!spool.join(seg(3).to_string()).exists());
+        assert!(spool.join(seg(4).to_string()).exists());
+
+        // A spool filled from elsewhere is emptied before it is refilled.
+        let n = prefetch(&repo, &spool, "repo-b", &seg(3), 1, TEST_SEGMENT_SIZE)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(fs::read_to_string(spool.join(SOURCE)).unwrap(), "repo-b");
+    }
+
+    #[tokio::test]
+    async fn one_prefetcher_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = archive(dir.path(), &[1, 2]).await;
+        let spool = dir.path().join("spool");
+        fs::create_dir_all(&spool).unwrap();
+        let held = Lock::acquire(&spool).expect("free");
+        let n = prefetch(&repo, &spool, "a", &seg(1), 4, TEST_SEGMENT_SIZE)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "the spool is busy");
+        drop(held);
+        let n = prefetch(&repo, &spool, "a", &seg(1), 4, TEST_SEGMENT_SIZE)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}

@@ -153,3 +153,111 @@ async fn stored_sha256(repo: &Repo, name: &WalFileName, existing: &ObjectInfo) -
     let (report, _) = repo.decode(obj, std::io::sink()).await?;
     Ok(report.sha256)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Compression;
+    use crate::config::{RepoConfig, RepoLocation, S3Settings};
+    use crate::error::ErrorKind;
+    use crate::wal::test_segments::write_segment;
+
+    fn repo(dir: &Path) -> Repo {
+        Repo::create(&RepoConfig {
+            location: RepoLocation::Fs {
+                root: dir.join("repo"),
+            },
+            server_name: "main".into(),
+            s3: S3Settings::default(),
+            compression: Compression::Gzip { level: 1 },
+            encryption_key_file: None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn same_bytes_again_succeed_different_bytes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        let seg = write_segment(&wal, 1, 3, 11);
+        let first = push(&repo, &seg).await.unwrap();
+        let PushOutcome::Stored { key, .. } = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            push(&repo, &seg).await.unwrap(),
+            PushOutcome::AlreadyArchived { key: key.clone() }
+        );
+        let stored = std::fs::read(dir.path().join("repo").join(&key)).unwrap();
+
+        // The same name with other bytes (a record in the middle changed).
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[100_000] ^= 0xFF;
+        let other_dir = dir.path().join("other");
+        std::fs::create_dir_all(&other_dir).unwrap();
+        let other = other_dir.join(seg.file_name().unwrap());
+        std::fs::write(&other, bytes).unwrap();
+        let e = push(&repo, &other).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert!(e.to_string().contains("refusing to overwrite"), "{e}");
+        assert_eq!(
+            std::fs::read(dir.path().join("repo").join(&key)).unwrap(),
+            stored,
+            "the stored object is left alone"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_systems_wal_and_lying_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        push(&repo, &write_segment(&wal, 1, 1, 11)).await.unwrap();
+        let id = identity::load(&repo).await.unwrap().unwrap();
+        assert_eq!(id.system_identifier, "11");
+        assert!(!id.encrypted());
+
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir_all(&foreign).unwrap();
+        let e = push(&repo, &write_segment(&foreign, 1, 2, 12))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert!(e.to_string().contains("database system 12"), "{e}");
+
+        // A segment whose first page is for another position.
+        let liar = write_segment(&wal, 1, 5, 11);
+        let renamed = wal.join("000000010000000000000006");
+        std::fs::rename(&liar, &renamed).unwrap();
+        let e = push(&repo, &renamed).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(
+            e.to_string().contains("not the segment its name claims"),
+            "{e}"
+        );
+
+        // A truncated segment.
+        let short = write_segment(&wal, 1, 7, 11);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&short)
+            .unwrap();
+        f.set_len(4096 * 3).unwrap();
+        let e = push(&repo, &short).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+
+        // Not a WAL file name at all.
+        let odd = wal.join("notes.txt");
+        std::fs::write(&odd, "x").unwrap();
+        assert_eq!(
+            push(&repo, &odd).await.unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        // Nothing of the refused files was stored.
+        let stored = repo.store.list(&repo.layout.wals_prefix()).await.unwrap();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+    }
+}
