@@ -73,7 +73,7 @@ async fn every_codec_round_trips_and_records_checksum_and_size() {
         assert_eq!(info.metadata.get(meta::SHA256), Some(&report.sha256));
         assert_eq!(info.metadata.get(meta::SIZE), Some(&data.len().to_string()));
         assert_eq!(
-            info.metadata.get(meta::ENCRYPTION).is_some(),
+            info.metadata.contains_key(meta::ENCRYPTION),
             codec.key.is_some()
         );
         let obj = store.get(&key).await.unwrap().unwrap();
@@ -116,8 +116,7 @@ async fn a_recorded_checksum_or_size_that_does_not_match_is_refused() {
         let obj = store.get("s/obj").await.unwrap().unwrap();
         let e = download(obj, codec.compression, None, std::io::sink())
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{field}: {e}");
         assert!(e.to_string().contains("s/obj"), "names the object: {e}");
     }
@@ -146,8 +145,7 @@ async fn the_wrong_key_and_a_missing_key_are_told_apart_from_damage() {
         let obj = store.get("s/enc").await.unwrap().unwrap();
         let e = download(obj, codec.compression, key, std::io::sink())
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(e.kind(), ErrorKind::WrongKey, "{e}");
     }
 }
