@@ -227,6 +227,21 @@ fn every_target_kind_lands_on_the_right_rows() {
     assert_eq!(rows, "1", "--exclusive at commit 2's exact time");
     let (rows, _f) = s.rows_after("latest", &[], false);
     assert_eq!(rows, "1,2,3", "latest");
+
+    // pg_wal on its own directory (CloudNativePG's walStorage), linked.
+    let waldir = s.dir.join("own-wal-volume");
+    std::fs::create_dir_all(&waldir).unwrap();
+    if running_as_root() {
+        chown_postgres(&waldir);
+    }
+    let (rows, g) = s.rows_after("waldir", &["--waldir", waldir.to_str().unwrap()], false);
+    assert_eq!(rows, "1,2,3", "--waldir");
+    assert_eq!(std::fs::read_link(g.data.join("pg_wal")).unwrap(), waldir);
+    let segments = std::fs::read_dir(&waldir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().len() == 24)
+        .count();
+    assert!(segments > 0, "the recovered server writes its WAL there");
 }
 
 #[test]

@@ -58,6 +58,10 @@ pub struct RestoreArgs {
     /// Put tablespace OID in DIR instead of its original location (repeatable)
     #[arg(long, value_name = "OID=DIR")]
     pub tablespace_map: Vec<String>,
+    /// Keep pg_wal in DIR (an empty directory, e.g. its own volume), linked
+    /// from PGDATA, as initdb --waldir does
+    #[arg(long, value_name = "DIR")]
+    pub waldir: Option<PathBuf>,
 
     /// Print the plan and touch nothing
     #[arg(long)]
@@ -238,6 +242,10 @@ pub async fn run(args: RestoreArgs, repo_args: &RepoArgs, config: Option<&Path>)
             tablespace_map,
             restore_command: RestoreArgs::restore_command(repo_args, config),
             timeline: req.timeline,
+            wal_dir: args
+                .waldir
+                .as_ref()
+                .map(|d| std::path::absolute(d).unwrap_or(d.clone())),
         };
         let report = execute(&repo, &p, &exec, &progress).await;
         progress.finish();

@@ -41,6 +41,9 @@ pub struct ExecuteRequest {
     /// The restore_command to write (calls pitr wal-fetch with this repository).
     pub restore_command: String,
     pub timeline: TimelineTarget,
+    /// Keep pg_wal in this directory (its own volume) with a symbolic link
+    /// from PGDATA, as `initdb --waldir` and `pg_basebackup --waldir` do.
+    pub wal_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -343,10 +346,20 @@ pub async fn execute(
             ))
         })?;
     }
+    if let Some(wal_dir) = &req.wal_dir {
+        check_target(wal_dir, false, "the WAL directory (--waldir)")?;
+        if !wal_dir.is_absolute() {
+            return Err(Error::Config(format!(
+                "the WAL directory {} (--waldir) must be an absolute path",
+                wal_dir.display()
+            )));
+        }
+    }
     let jobs = jobs(repo, plan, &tablespaces, &req.pgdata).await?;
 
     let dirs: Vec<PathBuf> = std::iter::once(req.pgdata.clone())
         .chain(tablespaces.values().cloned())
+        .chain(req.wal_dir.clone())
         .collect();
     let result = restore_into(repo, plan, req, &jobs, &tablespaces, progress).await;
     if result.is_err() {
@@ -423,10 +436,14 @@ async fn restore_into(
         let _ = fs::remove_file(&link);
         symlink(dir, &link).map_err(|e| Error::io(format!("cannot link {}", link.display()), e))?;
     }
-    let status = pgdata.join("pg_wal/archive_status");
+    let pg_wal = match &req.wal_dir {
+        Some(wal_dir) => move_wal_dir(pgdata, wal_dir)?,
+        None => pgdata.join("pg_wal"),
+    };
+    let status = pg_wal.join("archive_status");
     fs::create_dir_all(&status)
         .map_err(|e| Error::io(format!("cannot create {}", status.display()), e))?;
-    dirs.extend([tblspc, pgdata.join("pg_wal"), status]);
+    dirs.extend([tblspc, pg_wal, status]);
     for stale in ["postmaster.pid", "standby.signal", "tablespace_map"] {
         let _ = fs::remove_file(pgdata.join(stale));
     }
@@ -445,6 +462,26 @@ async fn restore_into(
         tablespaces: tablespaces.iter().map(|(o, d)| (*o, d.clone())).collect(),
         settings_file,
     })
+}
+
+/// Moves what the backup put in `PGDATA/pg_wal` into `wal_dir` and leaves a
+/// symbolic link in its place. Returns the directory that now holds the WAL.
+fn move_wal_dir(pgdata: &Path, wal_dir: &Path) -> Result<PathBuf> {
+    let io = |what: &str, p: &Path, e| Error::io(format!("cannot {what} {}", p.display()), e);
+    fs::create_dir_all(wal_dir).map_err(|e| io("create", wal_dir, e))?;
+    fs::set_permissions(wal_dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| io("chmod", wal_dir, e))?;
+    let inside = pgdata.join("pg_wal");
+    if let Ok(entries) = fs::read_dir(&inside) {
+        for entry in entries {
+            let entry = entry.map_err(|e| io("read", &inside, e))?;
+            let to = wal_dir.join(entry.file_name());
+            fs::rename(entry.path(), &to).map_err(|e| io("move WAL into", &to, e))?;
+        }
+        fs::remove_dir(&inside).map_err(|e| io("remove", &inside, e))?;
+    }
+    symlink(wal_dir, &inside).map_err(|e| io("link", &inside, e))?;
+    Ok(wal_dir.to_path_buf())
 }
 
 #[cfg(test)]
