@@ -127,6 +127,15 @@ fn backup_verifies_and_restores_by_hand() {
     pg.wait_archived(&last, Duration::from_secs(120));
     let expected = state(&pg);
 
+    // `pitr status` sees the backup and the newest archived segment.
+    let st = pitr_cmd(&env, &["status", "--format", "json"]);
+    assert_eq!(st.code, 0, "{st:?}");
+    let st = json(&st.stdout);
+    assert_eq!(st["last_backup"]["backup_id"], id.as_str());
+    assert_eq!(st["usable_backups"], 1);
+    assert_eq!(st["last_archived"]["segment"], last.as_str());
+    assert!(st["first_recoverability_point"].is_string(), "{st}");
+
     // Restore by hand: the tars from the bucket, the tablespace where we
     // want it, WAL through pitr.
     let data = dir.join("restored");

@@ -8,6 +8,7 @@ pub mod exit;
 pub mod progress;
 pub mod repo_args;
 pub mod restore;
+pub mod status;
 pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;
@@ -53,6 +54,8 @@ pub enum Command {
     Backup(Box<backup::BackupArgs>),
     /// Restore a backup and recover to a point in time (time, LSN, xid, name, latest)
     Restore(Box<restore::RestoreArgs>),
+    /// The repository at a glance: last archived segment, backups, recoverability
+    Status(status::StatusArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -64,5 +67,6 @@ pub async fn run(cli: Cli) -> u8 {
         Command::WalPrefetch(args) => wal_prefetch::run(args, repo).await,
         Command::Backup(args) => backup::run(*args, repo).await,
         Command::Restore(args) => restore::run(*args, repo, cli.config.as_deref()).await,
+        Command::Status(args) => status::run(args, repo).await,
     }
 }

@@ -219,6 +219,34 @@ impl ObjectStore for FsStore {
         Ok(out)
     }
 
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let Some(dir_key) = prefix.strip_suffix('/') else {
+            return Err(Error::Config(format!(
+                "list_dirs needs a prefix ending in '/', not '{prefix}'"
+            )));
+        };
+        let dir = self.path(dir_key)?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", &dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("cannot list", &dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.path().is_dir() {
+                out.push(format!("{prefix}{name}/"));
+            }
+        }
+        out.sort();
+        debug!(
+            "store request: LIST {prefix} (directories): {} directories",
+            out.len()
+        );
+        Ok(out)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         for p in [path, self.meta_path(key)] {

@@ -75,6 +75,9 @@ pub trait ObjectStore: Send + Sync {
     /// The objects directly under `prefix`, not in a deeper "directory"
     /// (`prefix/dir/...`): one request however many keys lie deeper.
     async fn list_shallow(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// The "directories" directly under `prefix` (ending in `/`), sorted:
+    /// one request however many keys they hold.
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>>;
     /// Whether any object's key starts with `prefix` (one cheap request).
     async fn any_under(&self, prefix: &str) -> Result<bool> {
         Ok(!self.list(prefix).await?.is_empty())

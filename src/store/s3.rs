@@ -320,6 +320,32 @@ impl ObjectStore for S3Store {
         Ok(out)
     }
 
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| to_error(e, "LIST", prefix, &self.target()))?;
+            debug!(
+                "store request: LIST {prefix} (directories): {} directories",
+                page.common_prefixes().len()
+            );
+            out.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn any_under(&self, prefix: &str) -> Result<bool> {
         debug!("store request: LIST {prefix} (one key)");
         let page = self

@@ -1,0 +1,206 @@
+//! What a repository holds, at a glance, read cheaply: the newest archived
+//! segment (the newest hash directory only, found with one directory
+//! listing), and the backups (the catalog's backup.info and pitr.json
+//! files). `pitr status` prints it; Prometheus metrics and the CNPG-I
+//! plugin's metrics are made from it. It never lists the whole archive.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::Serialize;
+
+use crate::backup::catalog::{self, CatalogEntry};
+use crate::backup::{BackupId, BackupStatus};
+use crate::error::Result;
+use crate::repo::Repo;
+use crate::wal::{SegmentName, WalFileName};
+
+/// The newest segment in the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchiveTip {
+    pub segment: SegmentName,
+    /// When the store received it.
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+/// One backup, as status reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackupPoint {
+    pub backup_id: BackupId,
+    pub name: Option<String>,
+    pub begin_time: Option<DateTime<FixedOffset>>,
+    pub end_time: Option<DateTime<FixedOffset>>,
+    /// Bytes stored for its tars.
+    pub size: Option<u64>,
+}
+
+impl BackupPoint {
+    fn of(e: &CatalogEntry) -> BackupPoint {
+        BackupPoint {
+            backup_id: e.info.backup_id.clone(),
+            name: e.info.backup_name.clone(),
+            begin_time: e.info.begin_time,
+            end_time: e.info.end_time,
+            size: e.info.size,
+        }
+    }
+
+    /// Seconds the backup took, when both ends are known.
+    pub fn duration_seconds(&self) -> Option<f64> {
+        let (b, e) = (self.begin_time?, self.end_time?);
+        Some((e - b).num_milliseconds() as f64 / 1000.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RepoStatus {
+    pub repository: String,
+    pub last_archived: Option<ArchiveTip>,
+    /// Backups a restore can use.
+    pub usable_backups: usize,
+    /// Every backup directory with a readable backup.info.
+    pub backups: usize,
+    pub last_backup: Option<BackupPoint>,
+    pub last_failed_backup: Option<BackupPoint>,
+    /// The earliest point a restore can reach: the end of the oldest usable
+    /// backup.
+    pub first_recoverability_point: Option<DateTime<FixedOffset>>,
+}
+
+/// Reads the status of `repo`.
+pub async fn gather(repo: &Repo) -> Result<RepoStatus> {
+    let (entries, last_archived) = tokio::try_join!(catalog::list(repo), archive_tip(repo))?;
+    Ok(summarize(repo.describe(), &entries, last_archived))
+}
+
+/// The status from a catalog listing and the archive's tip.
+pub fn summarize(
+    repository: String,
+    entries: &[CatalogEntry],
+    last_archived: Option<ArchiveTip>,
+) -> RepoStatus {
+    let usable: Vec<&CatalogEntry> = entries.iter().filter(|e| e.usable()).collect();
+    RepoStatus {
+        repository,
+        last_archived,
+        usable_backups: usable.len(),
+        backups: entries.len(),
+        last_backup: usable.last().map(|e| BackupPoint::of(e)),
+        last_failed_backup: entries
+            .iter()
+            .rfind(|e| e.info.status == BackupStatus::Failed)
+            .map(BackupPoint::of),
+        first_recoverability_point: usable.first().and_then(|e| e.info.end_time),
+    }
+}
+
+/// The newest whole segment of the archive: the newest hash directory (hash
+/// directories sort by timeline, then by position) listed alone.
+pub async fn archive_tip(repo: &Repo) -> Result<Option<ArchiveTip>> {
+    let dirs = repo.store.list_dirs(&repo.layout.wals_prefix()).await?;
+    for dir in dirs.iter().rev() {
+        let mut newest: Option<ArchiveTip> = None;
+        for o in repo.store.list(dir).await? {
+            if let Some(WalFileName::Segment(segment)) =
+                repo.layout.parse_wal_key(&o.key).map(|k| k.name)
+            {
+                if newest.as_ref().is_none_or(|n| segment > n.segment) {
+                    newest = Some(ArchiveTip {
+                        segment,
+                        archived_at: o.last_modified,
+                    });
+                }
+            }
+        }
+        if newest.is_some() {
+            return Ok(newest);
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::info::BackupInfo;
+    use crate::codec::Compression;
+    use crate::config::{RepoConfig, RepoLocation, S3Settings};
+    use crate::wal::push::push;
+    use crate::wal::test_segments::write_segment;
+
+    #[tokio::test]
+    async fn the_tip_is_the_newest_segment_of_the_newest_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::create(&RepoConfig {
+            location: RepoLocation::Fs {
+                root: dir.path().join("repo"),
+            },
+            server_name: "main".into(),
+            s3: S3Settings::default(),
+            compression: Compression::Gzip { level: 1 },
+            encryption_key_file: None,
+        })
+        .unwrap();
+        assert_eq!(archive_tip(&repo).await.unwrap(), None);
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        // 1 MiB segments: 4096 a hash directory; 5000 is in the second.
+        for (tli, n) in [(1, 3), (1, 5000), (1, 4), (2, 4100)] {
+            push(&repo, &write_segment(&wal, tli, n, 5)).await.unwrap();
+        }
+        let tip = archive_tip(&repo).await.unwrap().unwrap();
+        assert_eq!(tip.segment.to_string(), "000000020000000100000004");
+        assert!(tip.archived_at.is_some());
+    }
+
+    fn entry(id: &str, status: BackupStatus, end: &str) -> CatalogEntry {
+        let mut info = BackupInfo::new(id.parse().unwrap(), "main");
+        info.status = status;
+        info.begin_time = DateTime::parse_from_rfc3339(end)
+            .ok()
+            .map(|t| t - chrono::TimeDelta::seconds(90));
+        info.end_time = DateTime::parse_from_rfc3339(end).ok();
+        CatalogEntry {
+            info,
+            details: None,
+        }
+    }
+
+    #[test]
+    fn summary_names_the_last_good_and_failed_backups_and_the_window() {
+        let entries = [
+            entry(
+                "20261101T000000",
+                BackupStatus::Done,
+                "2026-11-01T00:10:00Z",
+            ),
+            entry(
+                "20261102T000000",
+                BackupStatus::Failed,
+                "2026-11-02T00:10:00Z",
+            ),
+            entry(
+                "20261103T000000",
+                BackupStatus::Done,
+                "2026-11-03T00:10:00Z",
+            ),
+            entry(
+                "20261104T000000",
+                BackupStatus::Started,
+                "2026-11-04T00:10:00Z",
+            ),
+        ];
+        let s = summarize("r".into(), &entries, None);
+        assert_eq!(s.backups, 4);
+        assert_eq!(s.usable_backups, 2);
+        let last = s.last_backup.unwrap();
+        assert_eq!(last.backup_id.to_string(), "20261103T000000");
+        assert_eq!(last.duration_seconds(), Some(90.0));
+        assert_eq!(
+            s.last_failed_backup.unwrap().backup_id.to_string(),
+            "20261102T000000"
+        );
+        assert_eq!(
+            s.first_recoverability_point.unwrap().to_rfc3339(),
+            "2026-11-01T00:10:00+00:00"
+        );
+    }
+}
