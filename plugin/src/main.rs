@@ -1,0 +1,127 @@
+//! `pitr-cnpg`: one binary, one subcommand per role.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tracing::error;
+
+use pitr_cnpg::identity::Role;
+use pitr_cnpg::proto::identity::identity_client::IdentityClient;
+use pitr_cnpg::proto::identity::ProbeRequest;
+use pitr_cnpg::repos::Repos;
+use pitr_cnpg::settings::SidecarEnv;
+use pitr_cnpg::socket;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pitr-cnpg",
+    version,
+    about = "CNPG-I plugin for CloudNativePG, backed by pitr"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Instance sidecar: WAL archive and restore on the plugin socket
+    Instance(SocketArgs),
+    /// Recovery Job sidecar: RestoreJobHooks (not implemented yet) and WAL restore
+    Restore(SocketArgs),
+    /// Startup probe of a sidecar
+    Healthcheck {
+        #[command(subcommand)]
+        how: Healthcheck,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Healthcheck {
+    /// Connect to the plugin socket and call Identity.Probe
+    Unix(SocketArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SocketArgs {
+    /// Directory of CloudNativePG's plugin sockets
+    #[arg(long, env = "PLUGIN_PATH", default_value = socket::DEFAULT_PLUGIN_PATH)]
+    plugin_path: PathBuf,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PITR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn run_sidecar(role: Role, args: SocketArgs) -> Result<(), String> {
+    let path = socket::socket_path(&args.plugin_path);
+    let listener =
+        socket::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    let repos = Arc::new(Repos::new(SidecarEnv::from_process()));
+    socket::serve(role, listener, repos, shutdown_signal())
+        .await
+        .map_err(|e| format!("serving on {} failed: {e}", path.display()))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn healthcheck(args: SocketArgs) -> Result<(), String> {
+    let path = socket::socket_path(&args.plugin_path);
+    let channel = socket::connect(&path)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+    let ready = IdentityClient::new(channel)
+        .probe(ProbeRequest {})
+        .await
+        .map_err(|e| {
+            format!(
+                "Identity.Probe on {} failed: {}",
+                path.display(),
+                e.message()
+            )
+        })?
+        .into_inner()
+        .ready;
+    if ready {
+        Ok(())
+    } else {
+        Err(format!("{} answered Probe: not ready", path.display()))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Instance(a) => run_sidecar(Role::Instance, a).await,
+        Command::Restore(a) => run_sidecar(Role::Restore, a).await,
+        Command::Healthcheck {
+            how: Healthcheck::Unix(a),
+        } => healthcheck(a).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

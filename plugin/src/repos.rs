@@ -1,0 +1,87 @@
+//! Warm repositories: one opened [`Repo`] per distinct settings and use,
+//! kept between calls (the store client, its connections and the identity
+//! record stay warm), at most [`MAX_OPEN`] of them.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use pitr::config::DEFAULT_REQUEST_ATTEMPTS;
+use pitr::error::Result;
+use pitr::repo::Repo;
+
+use crate::settings::{RepoSettings, SidecarEnv};
+
+/// How many opened repositories are kept; the least recently used goes.
+pub const MAX_OPEN: usize = 8;
+
+/// Writers create a missing local directory; readers never do (a wrong
+/// path is an error, not an empty archive). Readers leave retries to
+/// `restore_wal`, which retries whole fetches: one store attempt each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Write,
+    Read,
+}
+
+pub struct Repos {
+    env: SidecarEnv,
+    open: Mutex<VecDeque<(RepoSettings, Access, Arc<Repo>)>>,
+}
+
+impl Repos {
+    pub fn new(env: SidecarEnv) -> Repos {
+        Repos {
+            env,
+            open: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn env(&self) -> &SidecarEnv {
+        &self.env
+    }
+
+    /// The secret strings that must never reach a message.
+    pub fn secrets(&self, settings: &RepoSettings) -> Vec<String> {
+        settings
+            .to_config(self.env.credentials.clone(), 1)
+            .secrets()
+    }
+
+    /// The opened repository for `settings`, opening it on first use.
+    pub fn get(&self, settings: &RepoSettings, access: Access) -> Result<Arc<Repo>> {
+        let mut open = self.open.lock().expect("repository cache lock");
+        if let Some(i) = open
+            .iter()
+            .position(|(s, a, _)| *a == access && s == settings)
+        {
+            let entry = open.remove(i).expect("index is in range");
+            let repo = entry.2.clone();
+            open.push_back(entry);
+            return Ok(repo);
+        }
+        let (attempts, create) = match access {
+            Access::Write => (DEFAULT_REQUEST_ATTEMPTS, true),
+            Access::Read => (1, false),
+        };
+        let cfg = settings.to_config(self.env.credentials.clone(), attempts);
+        let repo = Arc::new(if create {
+            Repo::create(&cfg)?
+        } else {
+            Repo::open(&cfg)?
+        });
+        if open.len() >= MAX_OPEN {
+            open.pop_front();
+        }
+        open.push_back((settings.clone(), access, repo.clone()));
+        Ok(repo)
+    }
+
+    /// How many repositories are open (for tests).
+    pub fn len(&self) -> usize {
+        self.open.lock().expect("repository cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
