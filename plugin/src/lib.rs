@@ -9,6 +9,8 @@
 //! `lifecycle.rs`).
 
 pub mod identity;
+pub mod lifecycle;
+pub mod operator_tls;
 pub mod proto;
 pub mod repos;
 pub mod restore_job;

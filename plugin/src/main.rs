@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use tracing::error;
 
 use pitr_cnpg::identity::Role;
+use pitr_cnpg::lifecycle::Injection;
+use pitr_cnpg::operator_tls::{self, TlsFiles};
 use pitr_cnpg::proto::identity::identity_client::IdentityClient;
 use pitr_cnpg::proto::identity::ProbeRequest;
 use pitr_cnpg::repos::Repos;
@@ -31,6 +33,8 @@ enum Command {
     Instance(SocketArgs),
     /// Recovery Job sidecar: RestoreJobHooks (not implemented yet) and WAL restore
     Restore(SocketArgs),
+    /// Operator-side plugin: sidecar injection over TCP with mutual TLS 1.3
+    Operator(OperatorArgs),
     /// Startup probe of a sidecar
     Healthcheck {
         #[command(subcommand)]
@@ -42,6 +46,26 @@ enum Command {
 enum Healthcheck {
     /// Connect to the plugin socket and call Identity.Probe
     Unix(SocketArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct OperatorArgs {
+    /// PEM certificate (chain) of this server; re-read for every connection
+    #[arg(long, value_name = "FILE")]
+    server_cert: PathBuf,
+    /// PEM private key of this server; re-read for every connection
+    #[arg(long, value_name = "FILE")]
+    server_key: PathBuf,
+    /// PEM CA(s) client certificates must be signed by (the client Secret's
+    /// tls.crt); re-read for every connection
+    #[arg(long, alias = "client-cert", value_name = "FILE")]
+    client_ca: PathBuf,
+    /// Address to listen on
+    #[arg(long, default_value = "0.0.0.0:9090", alias = "server-address")]
+    listen: String,
+    /// Image of the injected sidecar
+    #[arg(long, env = "SIDECAR_IMAGE")]
+    sidecar_image: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +106,28 @@ async fn run_sidecar(role: Role, args: SocketArgs) -> Result<(), String> {
     Ok(())
 }
 
+async fn run_operator(args: OperatorArgs) -> Result<(), String> {
+    let files = TlsFiles {
+        server_cert: args.server_cert,
+        server_key: args.server_key,
+        client_ca: args.client_ca,
+    };
+    // Fail at start on unusable files; later they are re-read per connection.
+    files.server_config()?;
+    if args.sidecar_image.trim().is_empty() {
+        return Err("SIDECAR_IMAGE / --sidecar-image is empty: name the sidecar's image".into());
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let injection = Injection {
+        image: args.sidecar_image,
+    };
+    operator_tls::serve(listener, files, injection, shutdown_signal())
+        .await
+        .map_err(|e| format!("serving on {} failed: {e}", args.listen))
+}
+
 async fn healthcheck(args: SocketArgs) -> Result<(), String> {
     let path = socket::socket_path(&args.plugin_path);
     let channel = socket::connect(&path)
@@ -113,6 +159,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Instance(a) => run_sidecar(Role::Instance, a).await,
         Command::Restore(a) => run_sidecar(Role::Restore, a).await,
+        Command::Operator(a) => run_operator(a).await,
         Command::Healthcheck {
             how: Healthcheck::Unix(a),
         } => healthcheck(a).await,
