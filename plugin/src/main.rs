@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tracing::error;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tracing::{error, warn};
 
 use pitr_cnpg::identity::Role;
 use pitr_cnpg::lifecycle::Injection;
@@ -94,16 +97,47 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long calls in flight may go on after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs `serve` until it ends, or until SIGTERM / Ctrl-C: then it stops
+/// taking new calls and gets [`SHUTDOWN_GRACE`] to finish the ones in flight
+/// (a client that keeps a pooled connection open does not hold it longer).
+async fn until_shutdown<F>(
+    serve: impl FnOnce(Arc<Notify>) -> F,
+) -> Result<(), tonic::transport::Error>
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    let stop = Arc::new(Notify::new());
+    let serving = serve(stop.clone());
+    tokio::pin!(serving);
+    tokio::select! {
+        r = &mut serving => r,
+        _ = shutdown_signal() => {
+            stop.notify_one();
+            match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!("calls still in flight {SHUTDOWN_GRACE:?} after the stop signal: exiting");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
 async fn run_sidecar(role: Role, args: SocketArgs) -> Result<(), String> {
     let path = socket::socket_path(&args.plugin_path);
     let listener =
         socket::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     let repos = Arc::new(Repos::new(SidecarEnv::from_process()));
-    socket::serve(role, listener, repos, shutdown_signal())
-        .await
-        .map_err(|e| format!("serving on {} failed: {e}", path.display()))?;
+    let result = until_shutdown(|stop| async move {
+        socket::serve(role, listener, repos, async move { stop.notified().await }).await
+    })
+    .await;
     let _ = std::fs::remove_file(&path);
-    Ok(())
+    result.map_err(|e| format!("serving on {} failed: {e}", path.display()))
 }
 
 async fn run_operator(args: OperatorArgs) -> Result<(), String> {
@@ -123,9 +157,18 @@ async fn run_operator(args: OperatorArgs) -> Result<(), String> {
     let injection = Injection {
         image: args.sidecar_image,
     };
-    operator_tls::serve(listener, files, injection, shutdown_signal())
+    let listen = args.listen;
+    until_shutdown(|stop| async move {
+        operator_tls::serve(
+            listener,
+            files,
+            injection,
+            async move { stop.notified().await },
+        )
         .await
-        .map_err(|e| format!("serving on {} failed: {e}", args.listen))
+    })
+    .await
+    .map_err(|e| format!("serving on {listen} failed: {e}"))
 }
 
 async fn healthcheck(args: SocketArgs) -> Result<(), String> {

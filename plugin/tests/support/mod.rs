@@ -40,7 +40,21 @@ impl Sidecar {
             crate::common::chown_postgres(&plugin_path);
         }
         let log = dir.join(format!("sidecar-{role}.log"));
-        let mut cmd = as_postgres(sidecar_bin());
+        // setpriv execs the sidecar itself (runuser would stand between and
+        // delay SIGTERM), so the test stops it the way the kubelet does.
+        let mut cmd = if running_as_root() {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
+            .arg(sidecar_bin());
+            c
+        } else {
+            Command::new(sidecar_bin())
+        };
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy().into_owned();
             if k.starts_with("PITR_") || k.starts_with("AWS_") || k.starts_with("S3_") {
@@ -62,10 +76,11 @@ impl Sidecar {
         };
         let sock = s.socket();
         let start = Instant::now();
-        while !sock.exists() {
+        // Answering, not merely present: a stale socket may be there.
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
-                "the sidecar did not create {}:\n{}",
+                "the sidecar does not answer on {}:\n{}",
                 sock.display(),
                 s.log_text()
             );
@@ -101,7 +116,7 @@ impl Sidecar {
 
 impl Drop for Sidecar {
     fn drop(&mut self) {
-        // SIGTERM (runuser passes it on): the sidecar shuts down cleanly.
+        // SIGTERM: the sidecar shuts down cleanly and removes its socket.
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
