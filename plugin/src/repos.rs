@@ -85,3 +85,45 @@ impl Repos {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{resolve, Params};
+    use serde_json::json;
+
+    fn settings(dir: &std::path::Path, server: &str) -> RepoSettings {
+        let params = Params::from_json(
+            Some(&json!({"repository": format!("file://{}", dir.display()), "serverName": server})),
+            "test",
+        )
+        .unwrap();
+        resolve(&params, "unused", &SidecarEnv::default())
+            .unwrap()
+            .repo
+    }
+
+    #[tokio::test]
+    async fn repositories_stay_warm_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = Repos::new(SidecarEnv::default());
+        let a = settings(dir.path(), "a");
+        let first = repos.get(&a, Access::Write).unwrap();
+        assert!(Arc::ptr_eq(&first, &repos.get(&a, Access::Write).unwrap()));
+        // Readers get their own (one store attempt each, no directory creation).
+        assert!(!Arc::ptr_eq(&first, &repos.get(&a, Access::Read).unwrap()));
+        assert_eq!(repos.len(), 2);
+        for i in 0..(MAX_OPEN + 3) {
+            repos
+                .get(&settings(dir.path(), &format!("s{i}")), Access::Write)
+                .unwrap();
+        }
+        assert_eq!(repos.len(), MAX_OPEN);
+        // The oldest went: asking again opens a new one.
+        assert!(!Arc::ptr_eq(&first, &repos.get(&a, Access::Write).unwrap()));
+        // A reader never creates a missing directory.
+        let missing = settings(&dir.path().join("nope"), "a");
+        assert!(repos.get(&missing, Access::Read).is_err());
+        assert!(!dir.path().join("nope").exists());
+    }
+}

@@ -278,6 +278,23 @@ fn the_empty_archive_check() {
     // With the check off, an identical push is fine (a repeated .ready).
     let r = archive("false", SEG1);
     assert_eq!(r.code, 0, "{r:?}");
+    // Another database system's segment under the same name: refused with
+    // pitr's message, the stored object left alone.
+    let before = rgw.get(&bucket, &seg_key(server, SEG1));
+    let foreign = pgdata.join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::copy(fresh_segment(&dir, "b"), foreign.join(SEG1)).unwrap();
+    if running_as_root() {
+        chown_postgres(&foreign);
+    }
+    let r = manager(
+        &with("false", &cluster),
+        &["wal-archive", &format!("foreign/{SEG1}")],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("AlreadyExists"), "{}", r.stderr);
+    assert!(r.stderr.contains("database system"), "{}", r.stderr);
+    assert!(rgw.get(&bucket, &seg_key(server, SEG1)) == before);
     let mut want = vec![
         seg_key(server, SEG1),
         format!("pg/{server}/wals/00000002.history.gz"),
