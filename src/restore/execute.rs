@@ -32,8 +32,11 @@ pub struct ExecuteRequest {
     pub force: bool,
     /// Tablespace oid -> directory, instead of the original location.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
-    /// The restore_command to write (calls pitr wal-fetch with this repository).
-    pub restore_command: String,
+    /// The restore_command to write with the recovery settings into
+    /// postgresql.auto.conf (calls pitr wal-fetch with this repository).
+    /// `None` writes no settings, only recovery.signal: for a caller that
+    /// configures recovery itself (CloudNativePG's instance manager).
+    pub restore_command: Option<String>,
     pub timeline: TimelineTarget,
 }
 
@@ -319,13 +322,15 @@ async fn restore_into(
     fs::write(&signal, "")
         .map_err(|e| Error::io(format!("cannot write {}", signal.display()), e))?;
     let settings_file = pgdata.join("postgresql.auto.conf");
-    let mut conf = fs::read_to_string(&settings_file).unwrap_or_default();
-    if !conf.is_empty() && !conf.ends_with('\n') {
-        conf.push('\n');
+    if let Some(restore_command) = &req.restore_command {
+        let mut conf = fs::read_to_string(&settings_file).unwrap_or_default();
+        if !conf.is_empty() && !conf.ends_with('\n') {
+            conf.push('\n');
+        }
+        conf.push_str(&recovery_settings(plan, restore_command, req.timeline));
+        fs::write(&settings_file, conf)
+            .map_err(|e| Error::io(format!("cannot write {}", settings_file.display()), e))?;
     }
-    conf.push_str(&recovery_settings(plan, &req.restore_command, req.timeline));
-    fs::write(&settings_file, conf)
-        .map_err(|e| Error::io(format!("cannot write {}", settings_file.display()), e))?;
     Ok(ExecuteReport {
         files,
         bytes: bytes.load(Ordering::Relaxed),
