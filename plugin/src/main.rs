@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Instance sidecar: WAL archive and restore on the plugin socket
     Instance(SocketArgs),
-    /// Recovery Job sidecar: RestoreJobHooks (not implemented yet) and WAL restore
+    /// Recovery Job sidecar: RestoreJobHooks (PGDATA from a pitr backup) and WAL restore
     Restore(SocketArgs),
     /// Operator-side plugin: sidecar injection over TCP with mutual TLS 1.3
     Operator(OperatorArgs),

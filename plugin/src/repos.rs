@@ -15,12 +15,16 @@ use crate::settings::{RepoSettings, SidecarEnv};
 pub const MAX_OPEN: usize = 8;
 
 /// Writers create a missing local directory; readers never do (a wrong
-/// path is an error, not an empty archive). Readers leave retries to
-/// `restore_wal`, which retries whole fetches: one store attempt each.
+/// path is an error, not an empty archive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// WAL pushes: the store client's own retries.
     Write,
+    /// WAL restores: `restore_wal` retries whole fetches, so one store
+    /// attempt each.
     Read,
+    /// Whole backups for the recovery Job: the store client's own retries.
+    Restore,
 }
 
 pub struct Repos {
@@ -62,6 +66,7 @@ impl Repos {
         let (attempts, create) = match access {
             Access::Write => (DEFAULT_REQUEST_ATTEMPTS, true),
             Access::Read => (1, false),
+            Access::Restore => (DEFAULT_REQUEST_ATTEMPTS, false),
         };
         let cfg = settings.to_config(self.env.credentials.clone(), attempts);
         let repo = Arc::new(if create {

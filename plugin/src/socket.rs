@@ -62,9 +62,11 @@ pub async fn serve(
     let incoming = UnixListenerStream::new(listener);
     let mut router = Server::builder()
         .add_service(IdentityServer::new(IdentityService { role }))
-        .add_service(WalServer::new(WalService { repos }));
+        .add_service(WalServer::new(WalService {
+            repos: repos.clone(),
+        }));
     if role == Role::Restore {
-        router = router.add_service(RestoreJobHooksServer::new(RestoreJobService));
+        router = router.add_service(RestoreJobHooksServer::new(RestoreJobService { repos }));
     }
     info!("serving {PLUGIN_NAME} ({role:?})");
     router

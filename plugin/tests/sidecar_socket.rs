@@ -88,18 +88,18 @@ async fn each_role_advertises_what_it_serves() {
             ServiceType::WalService as i32
         ]
     );
-    // Bootstrap recovery itself is refused, saying so.
+    // A Cluster with no recovery source: refused, saying what is missing.
     let ch = pitr_cnpg::socket::connect(&restore.socket()).await.unwrap();
     let e = RestoreJobHooksClient::new(ch)
         .restore(RestoreRequest {
-            cluster_definition: b"{}".to_vec(),
+            cluster_definition: br#"{"metadata": {"name": "x"}, "spec": {}}"#.to_vec(),
             check_empty_wal_archive: Some(true),
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(
-        e.message().contains("not implemented yet"),
+        e.message().contains("spec.bootstrap.recovery.source"),
         "{}",
         e.message()
     );

@@ -10,6 +10,9 @@
 //! name and that the WAL service offers the operation, then calls Archive
 //! (source = `$PGDATA` joined with `%p`) or Restore (destination =
 //! `$PGDATA` joined with `%p`). Any error exits 1, as CloudNativePG does.
+//! `restore-job` plays the recovery Job: it calls RestoreJobHooks.Restore
+//! (`check_empty_wal_archive` from the skip annotation, as CloudNativePG
+//! sends it) and prints the returned `restore_config`.
 //!
 //! Environment: `CNPG_CLUSTER_JSON` (a file with the Cluster JSON sent in
 //! `cluster_definition`), `CNPG_PLUGIN_PATH` (default /plugins), `PGDATA`,
@@ -39,7 +42,7 @@ use pitr_cnpg::proto::wal::wal_capability::{self, rpc::Type as WalType};
 use pitr_cnpg::proto::wal::wal_client::WalClient;
 use pitr_cnpg::proto::wal::wal_restore_request::Mode;
 use pitr_cnpg::proto::wal::{
-    RestoreJobHooksCapabilitiesRequest, WalArchiveRequest, WalCapabilitiesRequest,
+    RestoreJobHooksCapabilitiesRequest, RestoreRequest, WalArchiveRequest, WalCapabilitiesRequest,
     WalRestoreRequest,
 };
 use pitr_cnpg::settings::Cluster;
@@ -57,8 +60,15 @@ fn rpc(what: &str) -> impl Fn(tonic::Status) -> String + '_ {
     move |s| format!("{what}: {:?}: {}", s.code(), s.message())
 }
 
-/// Connects and runs the load sequence; returns the WAL operations offered.
-async fn load(path: &Path) -> Result<(Channel, Vec<WalType>), String> {
+/// What a plugin offers, as the load sequence found it.
+struct Loaded {
+    channel: Channel,
+    wal_ops: Vec<WalType>,
+    restore_job: bool,
+}
+
+/// Connects and runs the load sequence.
+async fn load(path: &Path) -> Result<Loaded, String> {
     let channel = socket::connect(path)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
@@ -82,6 +92,7 @@ async fn load(path: &Path) -> Result<(Channel, Vec<WalType>), String> {
         .map_err(rpc("GetPluginCapabilities"))?
         .into_inner();
     let mut wal_ops = Vec::new();
+    let mut restore_job = false;
     for cap in caps.capabilities {
         let Some(plugin_capability::Type::Service(service)) = cap.r#type else {
             continue;
@@ -104,6 +115,7 @@ async fn load(path: &Path) -> Result<(Channel, Vec<WalType>), String> {
                     .get_capabilities(RestoreJobHooksCapabilitiesRequest {})
                     .await
                     .map_err(rpc("RestoreJobHooks.GetCapabilities"))?;
+                restore_job = true;
             }
             Ok(ServiceType::BackupService) => {
                 BackupClient::new(channel.clone())
@@ -135,7 +147,11 @@ async fn load(path: &Path) -> Result<(Channel, Vec<WalType>), String> {
             Err(_) => return Err(format!("unknown capability {}", service.r#type)),
         }
     }
-    Ok((channel, wal_ops))
+    Ok(Loaded {
+        channel,
+        wal_ops,
+        restore_job,
+    })
 }
 
 async fn run(args: &[String]) -> Result<(), String> {
@@ -145,8 +161,9 @@ async fn run(args: &[String]) -> Result<(), String> {
     let pgdata = PathBuf::from(var("PGDATA")?);
     let dir = std::env::var("CNPG_PLUGIN_PATH").unwrap_or_else(|_| "/plugins".into());
     let socket_path = Path::new(&dir).join(PLUGIN_NAME);
-    let (channel, ops) = load(&socket_path).await?;
-    let mut wal = WalClient::new(channel);
+    let loaded = load(&socket_path).await?;
+    let ops = loaded.wal_ops;
+    let mut wal = WalClient::new(loaded.channel.clone());
     match args {
         [cmd, p] if cmd == "wal-archive" => {
             if !ops.contains(&WalType::ArchiveWal) {
@@ -195,9 +212,38 @@ async fn run(args: &[String]) -> Result<(), String> {
             .map_err(rpc("WAL.Restore"))?;
             Ok(())
         }
-        _ => {
-            Err("usage: cnpg-instance-manager wal-archive %p | wal-restore [--rewind] %f %p".into())
+        [cmd] if cmd == "restore-job" => {
+            if !loaded.restore_job {
+                return Err("the recovery source's plugin does not offer RESTORE_JOB".into());
+            }
+            let check = match std::env::var("CNPG_CHECK_EMPTY").as_deref() {
+                Ok("unset") => None,
+                Ok("true") => Some(true),
+                Ok("false") => Some(false),
+                _ => {
+                    let cluster = Cluster::parse(&cluster_definition).map_err(|e| e.0)?;
+                    Some(!cluster.skips_empty_archive_check())
+                }
+            };
+            let res = RestoreJobHooksClient::new(loaded.channel)
+                .restore(RestoreRequest {
+                    cluster_definition,
+                    check_empty_wal_archive: check,
+                })
+                .await
+                .map_err(rpc("RestoreJobHooks.Restore"))?
+                .into_inner();
+            // restore_config on stdout, then the envs as comments.
+            print!("{}", res.restore_config);
+            for e in res.envs {
+                println!("# env {e}");
+            }
+            Ok(())
         }
+        _ => Err(
+            "usage: cnpg-instance-manager wal-archive %p | wal-restore [--rewind] %f %p | restore-job"
+                .into(),
+        ),
     }
 }
 
