@@ -11,7 +11,13 @@ use std::time::Duration;
 
 use common::pg::{start_restored, Pg};
 use common::s3::Rgw;
-use common::{chown_postgres, pitr, run, running_as_root, TestDir};
+use common::{chown_postgres, running_as_root, TestDir};
+use pitr::backup::take::{take, BackupRequest, Progress};
+use pitr::codec::Compression;
+use pitr::config::{RepoConfig, S3Credentials, S3Settings, Secret};
+use pitr::pgwire::base_backup::Checkpoint;
+use pitr::pgwire::conninfo::ConnectParams;
+use pitr::repo::Repo;
 use serde_json::{json, Value};
 use support::{cluster_json, manager, manager_bin, write_json, Sidecar, PLUGIN_NAME};
 
@@ -52,6 +58,48 @@ fn recovering_cluster(rgw: &Rgw, bucket: &str, own_server: &str) -> Value {
     })
 }
 
+struct Quiet;
+
+impl Progress for Quiet {
+    fn total(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn phase(&self, _: &str) {}
+}
+
+/// A pitr backup through the library, as `pitr backup -d CONNINFO` takes
+/// it (the plugin's tests do not depend on a built `pitr` binary).
+fn backup(rgw: &Rgw, bucket: &str, server: &str, conninfo: &str) {
+    let cfg = RepoConfig {
+        location: format!("s3://{bucket}/pg").parse().unwrap(),
+        server_name: server.into(),
+        s3: S3Settings {
+            endpoint_url: Some(rgw.endpoint.clone()),
+            region: rgw.region.clone(),
+            ca_bundle: Some(rgw.ca.clone().into()),
+            credentials: Some(S3Credentials {
+                access_key_id: Secret::new(&rgw.access_key),
+                secret_access_key: Secret::new(&rgw.secret_key),
+                session_token: None,
+            }),
+            ..S3Settings::default()
+        },
+        compression: Compression::Gzip { level: 1 },
+        encryption_key_file: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let repo = Repo::create(&cfg).unwrap();
+        let params = ConnectParams::resolve_with(Some(conninfo), |_| None).unwrap();
+        let req = BackupRequest {
+            name: None,
+            checkpoint: Checkpoint::Fast,
+            wal_timeout: Duration::from_secs(60),
+            max_rate: None,
+        };
+        take(&repo, &params, &req, &Quiet).await.unwrap();
+    });
+}
+
 #[test]
 fn a_recovery_job_restores_a_backup_and_replays_through_the_sidecar() {
     let rgw = Rgw::from_env();
@@ -71,11 +119,7 @@ fn a_recovery_job_restores_a_backup_and_replays_through_the_sidecar() {
     pg.start(&origin_sidecar.manager_env(&origin_json, &data));
     pg.sql("create table t (id int primary key, note text)");
     pg.sql("insert into t select g, 'before' from generate_series(1, 100) g");
-    let b =
-        run(pitr()
-            .envs(rgw.pitr_env(&bucket, "origin"))
-            .args(["backup", "-d", &pg.conninfo()]));
-    assert_eq!(b.code, 0, "{b:?}\n{}", origin_sidecar.log_text());
+    backup(&rgw, &bucket, "origin", &pg.conninfo());
     pg.sql("insert into t select g, 'after' from generate_series(101, 250) g");
     let last = pg.switch_wal();
     pg.wait_archived(&last, Duration::from_secs(60));
