@@ -240,7 +240,7 @@ pub async fn run(args: RestoreArgs, repo_args: &RepoArgs, config: Option<&Path>)
             pgdata: std::path::absolute(&args.pgdata).unwrap_or(args.pgdata.clone()),
             force: args.force,
             tablespace_map,
-            restore_command: RestoreArgs::restore_command(repo_args, config),
+            restore_command: Some(RestoreArgs::restore_command(repo_args, config)),
             timeline: req.timeline,
             wal_dir: args
                 .waldir

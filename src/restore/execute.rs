@@ -38,8 +38,11 @@ pub struct ExecuteRequest {
     pub force: bool,
     /// Tablespace oid -> directory, instead of the original location.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
-    /// The restore_command to write (calls pitr wal-fetch with this repository).
-    pub restore_command: String,
+    /// The restore_command to write with the recovery settings into
+    /// postgresql.auto.conf (calls pitr wal-fetch with this repository).
+    /// `None` writes no settings, only recovery.signal: for a caller that
+    /// configures recovery itself (CloudNativePG's instance manager).
+    pub restore_command: Option<String>,
     pub timeline: TimelineTarget,
     /// Keep pg_wal in this directory (its own volume) with a symbolic link
     /// from PGDATA, as `initdb --waldir` and `pg_basebackup --waldir` do.
@@ -449,12 +452,14 @@ async fn restore_into(
     }
     write_synced(&pgdata.join("recovery.signal"), b"")?;
     let settings_file = pgdata.join("postgresql.auto.conf");
-    let mut conf = fs::read_to_string(&settings_file).unwrap_or_default();
-    if !conf.is_empty() && !conf.ends_with('\n') {
-        conf.push('\n');
+    if let Some(restore_command) = &req.restore_command {
+        let mut conf = fs::read_to_string(&settings_file).unwrap_or_default();
+        if !conf.is_empty() && !conf.ends_with('\n') {
+            conf.push('\n');
+        }
+        conf.push_str(&recovery_settings(plan, restore_command, req.timeline));
+        write_synced(&settings_file, conf.as_bytes())?;
     }
-    conf.push_str(&recovery_settings(plan, &req.restore_command, req.timeline));
-    write_synced(&settings_file, conf.as_bytes())?;
     sync_dirs(dirs).await?;
     Ok(ExecuteReport {
         files,

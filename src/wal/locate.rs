@@ -59,6 +59,13 @@ pub async fn archive_exists(repo: &Repo) -> Result<bool> {
     {
         return Ok(true);
     }
+    any_wal(repo).await
+}
+
+/// Whether the repository holds any WAL file for its server (the identity
+/// record alone does not count): the question CloudNativePG's
+/// empty-archive check asks before a new cluster's first push.
+pub async fn any_wal(repo: &Repo) -> Result<bool> {
     repo.store.any_under(&repo.layout.wals_prefix()).await
 }
 
@@ -93,4 +100,39 @@ pub async fn later_on_same_timeline(
         }
     }
     Ok(None)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Compression;
+    use crate::config::{RepoConfig, RepoLocation, S3Settings};
+    use crate::wal::push::push;
+    use crate::wal::test_segments::write_segment;
+
+    #[tokio::test]
+    async fn any_wal_counts_wal_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RepoConfig {
+            location: RepoLocation::Fs {
+                root: dir.path().join("repo"),
+            },
+            server_name: "main".into(),
+            s3: S3Settings::default(),
+            compression: Compression::Gzip { level: 1 },
+            encryption_key_file: None,
+        };
+        let repo = Repo::create(&cfg).unwrap();
+        assert!(!any_wal(&repo).await.unwrap());
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        push(&repo, &write_segment(&wal, 1, 1, 42)).await.unwrap();
+        assert!(any_wal(&repo).await.unwrap());
+        // Another server in the same repository still has none.
+        let other = Repo::open(&RepoConfig {
+            server_name: "other".into(),
+            ..cfg
+        })
+        .unwrap();
+        assert!(!any_wal(&other).await.unwrap());
+    }
 }

@@ -13,9 +13,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The pitr binary under test.
+/// The pitr binary under test. Cargo names it only to the root package's
+/// tests; other workspace members (the CNPG-I plugin) that include this
+/// module find it beside their own binaries, or at PITR_TEST_PITR_BIN.
 pub fn pitr_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_pitr"))
+    if let Some(p) = option_env!("CARGO_BIN_EXE_pitr") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("PITR_TEST_PITR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/pitr
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("pitr"))
+        .expect("the test binary lives in target/<profile>/deps")
 }
 
 /// True when the tests run as root (then PostgreSQL runs as `postgres`).
