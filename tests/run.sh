@@ -36,5 +36,10 @@ export PITR_TEST_PG_VERSIONS_DIR=${PITR_TEST_PG_VERSIONS_DIR:-/opt/pitr-test/pg}
 bash "$support/pg-versions.sh" "$PITR_TEST_PG_VERSIONS_DIR" >/dev/null
 
 rc=0
-cargo test --workspace "$@" || rc=$?
+out=$(mktemp)
+cargo test --workspace "$@" 2>&1 | tee "$out" || rc=$?
+# One closing line for the whole workspace (the last cargo line is a
+# doc-test run of a crate that has none).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$out"
+rm -f "$out"
 exit "$rc"
