@@ -5,6 +5,7 @@ pub mod fetch;
 pub mod history;
 pub mod identity;
 pub mod locate;
+pub mod lookahead;
 pub mod lsn;
 pub mod name;
 pub mod page_header;

@@ -25,6 +25,8 @@ pub enum PushOutcome {
         key: String,
         plain_size: u64,
         stored_size: u64,
+        /// Hex SHA-256 of the file as stored.
+        sha256: String,
     },
     /// An identical copy was already in the archive.
     AlreadyArchived { key: String },
@@ -81,6 +83,7 @@ pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
             key,
             plain_size: report.plain_size,
             stored_size: report.stored_size,
+            sha256: report.sha256,
         }),
         PutOutcome::AlreadyExists => {
             // Another push won a race for this name: compare with it.

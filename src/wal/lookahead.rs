@@ -1,0 +1,338 @@
+//! Look-ahead archiving: while PostgreSQL asks for one WAL file, the next
+//! files it has marked ready (`pg_wal/archive_status/*.ready`) are pushed
+//! at the same time, so a burst never piles up `.ready` files.
+//!
+//! Each file stored this way gets a marker in `pg_wal/.pitr-archived/`,
+//! written only after the store acknowledged the object, recording where it
+//! went and the SHA-256 and size of what was stored. When PostgreSQL then
+//! asks for that file, `wal-push` compares the file on disk with the marker
+//! (same repository, size and SHA-256) and answers at once; any mismatch
+//! (the file was rewritten, another repository) means a normal push, with
+//! all of its rules (never overwrite, same-bytes idempotence, identity).
+//! PostgreSQL ignores directories in pg_wal.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::push::{push, PushOutcome};
+use super::WalFileName;
+use crate::error::{Error, Result};
+use crate::fsutil::{fsync_dir, temp_beside};
+use crate::repo::Repo;
+
+const MARKERS: &str = ".pitr-archived";
+
+/// What a marker records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Marker {
+    source: String,
+    key: String,
+    size: u64,
+    sha256: String,
+}
+
+/// The markers of one pg_wal directory.
+#[derive(Debug, Clone)]
+pub struct Markers {
+    dir: PathBuf,
+    source: String,
+}
+
+impl Markers {
+    /// The markers beside `pg_wal` for pushes into the repository
+    /// described by `source` (see [`Repo::describe`]).
+    pub fn new(pg_wal: &Path, source: &str) -> Markers {
+        Markers {
+            dir: pg_wal.join(MARKERS),
+            source: source.to_string(),
+        }
+    }
+
+    fn path(&self, name: &WalFileName) -> PathBuf {
+        self.dir.join(name.to_string())
+    }
+
+    /// Records that `name` (SHA-256 `sha256`, `size` bytes) is stored
+    /// under `key`.
+    pub fn record(&self, name: &WalFileName, key: &str, sha256: &str, size: u64) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let marker = Marker {
+            source: self.source.clone(),
+            key: key.to_string(),
+            size,
+            sha256: sha256.to_string(),
+        };
+        let path = self.path(name);
+        let temp = temp_beside(&path);
+        fs::write(
+            &temp,
+            serde_json::to_vec(&marker).expect("marker serialises"),
+        )?;
+        fs::rename(&temp, &path)?;
+        fsync_dir(&self.dir)
+    }
+
+    /// The key `file` was stored under, if a marker says that exactly
+    /// these bytes were stored for `name` in this repository. Reads the
+    /// file when a marker exists.
+    pub fn stored_as(&self, name: &WalFileName, file: &Path) -> Result<Option<String>> {
+        let Ok(text) = fs::read(self.path(name)) else {
+            return Ok(None);
+        };
+        let Ok(marker) = serde_json::from_slice::<Marker>(&text) else {
+            return Ok(None);
+        };
+        let size = fs::metadata(file)
+            .map_err(|e| Error::io(format!("cannot stat {}", file.display()), e))?
+            .len();
+        if marker.source != self.source || marker.size != size {
+            return Ok(None);
+        }
+        Ok((sha256_of(file)? == marker.sha256).then_some(marker.key))
+    }
+
+    /// Removes markers of files that are no longer in pg_wal (PostgreSQL
+    /// removed or recycled them after archiving).
+    pub fn prune(&self, pg_wal: &Path) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if !pg_wal.join(&name).exists() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher)
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The files PostgreSQL has marked ready to archive, other than `current`,
+/// in the order it would ask for them (timeline history files first, then
+/// WAL order), at most `count` of them and at most `max_bytes` in all.
+pub fn ready_files(
+    pg_wal: &Path,
+    current: &WalFileName,
+    count: usize,
+    max_bytes: u64,
+) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(pg_wal.join("archive_status")) else {
+        return Vec::new();
+    };
+    let mut ready: Vec<WalFileName> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".ready")?.parse().ok()
+        })
+        .filter(|n| n != current)
+        .collect();
+    ready.sort_by_key(|n| (!matches!(n, WalFileName::TimelineHistory(_)), n.to_string()));
+    let mut out = Vec::new();
+    let mut bytes = 0u64;
+    for name in ready.into_iter().take(count) {
+        let path = pg_wal.join(name.to_string());
+        let Ok(md) = fs::metadata(&path) else {
+            continue;
+        };
+        if !out.is_empty() && bytes + md.len() > max_bytes {
+            break;
+        }
+        bytes += md.len();
+        out.push(path);
+    }
+    out
+}
+
+/// What became of one file pushed ahead.
+#[derive(Debug)]
+pub struct AheadResult {
+    pub path: PathBuf,
+    pub result: Result<PushOutcome>,
+}
+
+/// Pushes `files` (ready files after the one PostgreSQL asked for), at most
+/// `concurrency` at once, recording a marker for each one stored or found
+/// already archived. Files that already have a matching marker are skipped.
+pub async fn push_ahead(
+    repo: &Repo,
+    markers: &Markers,
+    files: Vec<PathBuf>,
+    concurrency: usize,
+) -> Vec<AheadResult> {
+    futures::stream::iter(files)
+        .map(|path| async move {
+            let result = push_one(repo, markers, &path).await;
+            AheadResult { path, result }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// Pushes one file and records its marker once it is stored.
+pub async fn push_one(repo: &Repo, markers: &Markers, path: &Path) -> Result<PushOutcome> {
+    let name: WalFileName = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .parse()?;
+    if let Some(key) = markers.stored_as(&name, path)? {
+        return Ok(PushOutcome::AlreadyArchived { key });
+    }
+    let outcome = push(repo, path).await?;
+    let (key, sha256, size) = match &outcome {
+        PushOutcome::Stored {
+            key,
+            sha256,
+            plain_size,
+            ..
+        } => (key.clone(), sha256.clone(), *plain_size),
+        PushOutcome::AlreadyArchived { key } => {
+            let size = fs::metadata(path)
+                .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?
+                .len();
+            (key.clone(), sha256_of(path)?, size)
+        }
+    };
+    markers
+        .record(&name, &key, &sha256, size)
+        .map_err(|e| Error::io(format!("cannot write the archive marker of {name}"), e))?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Compression;
+    use crate::config::{RepoConfig, RepoLocation, S3Settings};
+    use crate::error::ErrorKind;
+    use crate::wal::test_segments::write_segment;
+
+    fn repo(dir: &Path) -> Repo {
+        Repo::create(&RepoConfig {
+            location: RepoLocation::Fs {
+                root: dir.join("repo"),
+            },
+            server_name: "main".into(),
+            s3: S3Settings::default(),
+            compression: Compression::Gzip { level: 1 },
+            encryption_key_file: None,
+        })
+        .unwrap()
+    }
+
+    /// pg_wal with segments 1..=n, each marked ready.
+    fn pg_wal(dir: &Path, n: u64) -> PathBuf {
+        let wal = dir.join("pg_wal");
+        fs::create_dir_all(wal.join("archive_status")).unwrap();
+        for i in 1..=n {
+            let seg = write_segment(&wal, 1, i, 3);
+            let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+            fs::write(wal.join("archive_status").join(format!("{name}.ready")), "").unwrap();
+        }
+        wal
+    }
+
+    #[test]
+    fn ready_files_come_in_wal_order_bounded_by_count_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = pg_wal(dir.path(), 6);
+        fs::write(wal.join("00000002.history"), "1\t0/5000000\tx\n").unwrap();
+        fs::write(wal.join("archive_status/00000002.history.ready"), "").unwrap();
+        // A .done file is not ready.
+        fs::rename(
+            wal.join("archive_status/000000010000000000000004.ready"),
+            wal.join("archive_status/000000010000000000000004.done"),
+        )
+        .unwrap();
+        let current: WalFileName = "000000010000000000000001".parse().unwrap();
+        let names = |v: Vec<PathBuf>| -> Vec<String> {
+            v.iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(ready_files(&wal, &current, 10, u64::MAX)),
+            [
+                "00000002.history",
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "000000010000000000000005",
+                "000000010000000000000006"
+            ]
+        );
+        assert_eq!(ready_files(&wal, &current, 2, u64::MAX).len(), 2);
+        // 1 MiB segments: 2.5 MiB of room holds the history file and two.
+        assert_eq!(ready_files(&wal, &current, 10, 5 << 19).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn files_pushed_ahead_are_answered_from_their_marker_until_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let wal = pg_wal(dir.path(), 4);
+        let markers = Markers::new(&wal, &repo.describe());
+        let current: WalFileName = "000000010000000000000001".parse().unwrap();
+        let ahead = ready_files(&wal, &current, 7, u64::MAX);
+        let results = push_ahead(&repo, &markers, ahead, 3).await;
+        assert_eq!(results.len(), 3);
+        assert!(results
+            .iter()
+            .all(|r| matches!(r.result, Ok(PushOutcome::Stored { .. }))));
+
+        // PostgreSQL now asks for segment 2: the marker answers, without the
+        // store (its object is gone here, and the answer is still "stored").
+        let two = wal.join("000000010000000000000002");
+        let key = "main/wals/0000000100000000/000000010000000000000002.gz";
+        fs::remove_file(dir.path().join("repo").join(key)).unwrap();
+        match push_one(&repo, &markers, &two).await.unwrap() {
+            PushOutcome::AlreadyArchived { key: k } => assert_eq!(k, key),
+            other => panic!("{other:?}"),
+        }
+
+        // Segment 3 rewritten under the same name: the marker no longer
+        // matches, a normal push runs and refuses the different content.
+        let three = wal.join("000000010000000000000003");
+        let mut bytes = fs::read(&three).unwrap();
+        bytes[9000] ^= 1;
+        fs::write(&three, bytes).unwrap();
+        let e = push_one(&repo, &markers, &three).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+
+        // Another repository's markers are not this one's.
+        let other = Markers::new(&wal, "somewhere else");
+        let four = wal.join("000000010000000000000004");
+        let key4 = "main/wals/0000000100000000/000000010000000000000004.gz";
+        assert!(other
+            .stored_as(&"000000010000000000000004".parse().unwrap(), &four)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            markers
+                .stored_as(&"000000010000000000000004".parse().unwrap(), &four)
+                .unwrap()
+                .as_deref(),
+            Some(key4)
+        );
+
+        // Once PostgreSQL removes a segment, its marker goes.
+        fs::remove_file(&four).unwrap();
+        markers.prune(&wal);
+        assert!(!wal.join(MARKERS).join("000000010000000000000004").exists());
+        assert!(wal.join(MARKERS).join("000000010000000000000002").exists());
+    }
+}
