@@ -54,6 +54,10 @@ pub struct WalFetchArgs {
     pub dest: PathBuf,
 }
 
+/// How long wal-fetch waits for a segment the prefetcher is downloading
+/// before it fetches the segment itself.
+const PREFETCH_WAIT_SECS: u64 = 30;
+
 /// Why this run counts as standby mode, if it does.
 pub fn standby_reason(flag: bool, pgdata: Option<&Path>) -> Option<String> {
     if flag {
@@ -155,7 +159,8 @@ pub async fn run(args: WalFetchArgs, repo_args: &RepoArgs) -> u8 {
     let spool = prefetch::spool_dir(&args.dest);
     let source = repo.describe();
     if let WalFileName::Segment(segment) = name {
-        match prefetch::take(&spool, &name, &source, &args.dest) {
+        let wait = Duration::from_secs(PREFETCH_WAIT_SECS);
+        match prefetch::take_or_wait(&spool, &name, &source, &args.dest, wait).await {
             Ok(true) => {
                 info!("{what}: restored from the prefetch spool");
                 after_segment(&args, repo_args, &segment, &spool);

@@ -42,6 +42,8 @@ pub async fn run(args: WalPrefetchArgs, repo_args: &RepoArgs) -> u8 {
             &after,
             args.count,
             args.segment_size,
+            // All of them at once: the spool holds `count` segments at most.
+            args.count as usize,
         )
         .await
     }

@@ -99,9 +99,67 @@ impl Drop for Lock {
     }
 }
 
+/// The marker of a download under way into the spool.
+fn in_flight(spool: &Path, name: &WalFileName) -> PathBuf {
+    spool.join(format!(".fetching-{name}"))
+}
+
+/// A download under way: its marker lives as long as this does.
+struct InFlight(PathBuf);
+
+impl InFlight {
+    fn mark(spool: &Path, name: &WalFileName) -> InFlight {
+        let path = in_flight(spool, name);
+        let _ = fs::write(&path, b"");
+        InFlight(path)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// How long a download marker is trusted: older ones were left by a killed
+/// prefetcher.
+const STALE_DOWNLOAD: Duration = Duration::from_secs(60);
+
+/// Moves a prefetched `name` into `dest` like [`take`]; if the prefetcher
+/// is downloading it right now, first waits (up to `wait`) for that
+/// download to finish instead of starting a second one. `Ok(false)`: not
+/// in the spool; the caller fetches it itself.
+pub async fn take_or_wait(
+    spool: &Path,
+    name: &WalFileName,
+    source: &str,
+    dest: &Path,
+    wait: Duration,
+) -> io::Result<bool> {
+    let marker = in_flight(spool, name);
+    let started = std::time::Instant::now();
+    loop {
+        if take(spool, name, source, dest)? {
+            return Ok(true);
+        }
+        let fresh = fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < STALE_DOWNLOAD);
+        if !fresh || started.elapsed() >= wait || !source_matches(spool, source) {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Downloads up to `count` segments after `after` (same timeline) into the
-/// spool, stopping at the first one the archive does not have. Returns how
-/// many it fetched; 0 when another prefetcher holds the spool.
+/// spool, `concurrency` at a time, each to a temporary name, verified,
+/// fsynced and renamed, so a spooled file is always complete. It stops at
+/// the first segment the archive does not have (the end of the archive, or
+/// a gap that wal-fetch will report). Returns how many it fetched; 0 when
+/// another prefetcher holds the spool.
 pub async fn prefetch(
     repo: &Repo,
     spool: &Path,
@@ -109,7 +167,9 @@ pub async fn prefetch(
     after: &SegmentName,
     count: u32,
     segment_size: u64,
+    concurrency: usize,
 ) -> Result<u32> {
+    use futures::StreamExt;
     fs::create_dir_all(spool)
         .map_err(|e| Error::io(format!("cannot create {}", spool.display()), e))?;
     let Some(_lock) = Lock::acquire(spool) else {
@@ -127,19 +187,30 @@ pub async fn prefetch(
         fs::write(spool.join(SOURCE), source)
             .map_err(|e| Error::io(format!("cannot write {}", spool.display()), e))?;
     }
-    let mut fetched = 0;
     let first = after.segment_number(segment_size) + 1;
-    for n in first..first + u64::from(count) {
-        let name = WalFileName::Segment(SegmentName::from_number(after.timeline, n, segment_size));
-        let file = spool.join(name.to_string());
-        if file.exists() {
-            continue;
+    let wanted: Vec<WalFileName> = (first..first + u64::from(count))
+        .map(|n| WalFileName::Segment(SegmentName::from_number(after.timeline, n, segment_size)))
+        .filter(|name| !spool.join(name.to_string()).exists())
+        .collect();
+    // In order, `concurrency` at a time; the first segment the archive does
+    // not have ends the batch (downloads still under way are dropped: their
+    // temporary files and markers go with them).
+    let mut downloads = std::pin::pin!(futures::stream::iter(wanted)
+        .map(|name| async move {
+            let _marker = InFlight::mark(spool, &name);
+            match fetch(repo, &name, &spool.join(name.to_string())).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .buffered(concurrency.max(1)));
+    let mut fetched = 0;
+    while let Some(r) = downloads.next().await {
+        if !r? {
+            break;
         }
-        match fetch(repo, &name, &file).await {
-            Ok(_) => fetched += 1,
-            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => break,
-            Err(e) => return Err(e),
-        }
+        fetched += 1;
     }
     Ok(fetched)
 }
@@ -181,11 +252,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = archive(dir.path(), &[1, 2, 3, 4, 6]).await;
         let spool = dir.path().join("pg_wal/.pitr-prefetch");
-        let n = prefetch(&repo, &spool, "repo-a", &seg(1), 8, TEST_SEGMENT_SIZE)
+        let n = prefetch(&repo, &spool, "repo-a", &seg(1), 8, TEST_SEGMENT_SIZE, 4)
             .await
             .unwrap();
         assert_eq!(n, 3, "2, 3 and 4; it stops at the missing 5");
-        assert!(!spool.join(seg(6).to_string()).exists());
+        assert!(!spool.join(seg(5).to_string()).exists());
+        let left: Vec<_> = fs::read_dir(&spool)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".fetching") || n.contains("pitr-tmp"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "no markers or partial files left: {left:?}"
+        );
         // What is spooled is the archived file, complete.
         let want = fs::read(dir.path().join("wal").join(seg(3).to_string())).unwrap();
         assert_eq!(fs::read(spool.join(seg(3).to_string())).unwrap(), want);
@@ -211,11 +291,56 @@ mod tests {
         assert!(spool.join(seg(4).to_string()).exists());
 
         // A spool filled from elsewhere is emptied before it is refilled.
-        let n = prefetch(&repo, &spool, "repo-b", &seg(3), 1, TEST_SEGMENT_SIZE)
+        let n = prefetch(&repo, &spool, "repo-b", &seg(3), 1, TEST_SEGMENT_SIZE, 2)
             .await
             .unwrap();
         assert_eq!(n, 1);
         assert_eq!(fs::read_to_string(spool.join(SOURCE)).unwrap(), "repo-b");
+    }
+
+    #[tokio::test]
+    async fn a_fetch_waits_for_the_download_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        fs::create_dir_all(&spool).unwrap();
+        fs::write(spool.join(SOURCE), "a").unwrap();
+        let name = WalFileName::Segment(seg(7));
+        let dest = dir.path().join("RECOVERYXLOG");
+        // Nothing under way: answered at once.
+        let t = std::time::Instant::now();
+        assert!(
+            !take_or_wait(&spool, &name, "a", &dest, Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
+        // A download under way finishes 200 ms later: the fetch takes it.
+        fs::write(in_flight(&spool, &name), b"").unwrap();
+        let (s2, n2) = (spool.clone(), name);
+        let finisher = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            fs::write(s2.join(n2.to_string()), b"segment").unwrap();
+            fs::remove_file(in_flight(&s2, &n2)).unwrap();
+        });
+        assert!(
+            take_or_wait(&spool, &name, "a", &dest, Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        finisher.await.unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"segment");
+        // A download that fails leaves no file: the fetch goes on alone.
+        fs::write(in_flight(&spool, &name), b"").unwrap();
+        let (s3, n3) = (spool.clone(), name);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            fs::remove_file(in_flight(&s3, &n3)).unwrap();
+        });
+        assert!(
+            !take_or_wait(&spool, &name, "a", &dest, Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -225,12 +350,12 @@ mod tests {
         let spool = dir.path().join("spool");
         fs::create_dir_all(&spool).unwrap();
         let held = Lock::acquire(&spool).expect("free");
-        let n = prefetch(&repo, &spool, "a", &seg(1), 4, TEST_SEGMENT_SIZE)
+        let n = prefetch(&repo, &spool, "a", &seg(1), 4, TEST_SEGMENT_SIZE, 2)
             .await
             .unwrap();
         assert_eq!(n, 0, "the spool is busy");
         drop(held);
-        let n = prefetch(&repo, &spool, "a", &seg(1), 4, TEST_SEGMENT_SIZE)
+        let n = prefetch(&repo, &spool, "a", &seg(1), 4, TEST_SEGMENT_SIZE, 2)
             .await
             .unwrap();
         assert_eq!(n, 1);
