@@ -8,6 +8,7 @@
 //! serves sidecar injection over TCP with mutual TLS (`operator_tls.rs`,
 //! `lifecycle.rs`).
 
+pub mod convert;
 pub mod identity;
 pub mod lifecycle;
 pub mod operator_tls;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{error, warn};
 
+use pitr_cnpg::convert;
 use pitr_cnpg::identity::Role;
 use pitr_cnpg::lifecycle::Injection;
 use pitr_cnpg::operator_tls::{self, TlsFiles};
@@ -38,6 +39,13 @@ enum Command {
     Restore(SocketArgs),
     /// Operator-side plugin: sidecar injection over TCP with mutual TLS 1.3
     Operator(OperatorArgs),
+    /// Translate plugin-barman-cloud ObjectStores and in-tree barmanObjectStore
+    /// Clusters (YAML, one or more documents) into pitr.cnpg.io entries
+    Convert {
+        /// The YAML file, or - for standard input
+        #[arg(value_name = "FILE|-")]
+        input: String,
+    },
     /// Startup probe of a sidecar
     Healthcheck {
         #[command(subcommand)]
@@ -195,11 +203,59 @@ async fn healthcheck(args: SocketArgs) -> Result<(), String> {
     }
 }
 
+/// `convert`: the entries on stdout (notes as YAML comments), a summary on
+/// stderr; an error only when the input cannot be read.
+fn convert(input: &str) -> Result<(), String> {
+    use std::io::Read;
+    let (text, name) = if input == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        (s, "standard input".to_string())
+    } else {
+        let s = std::fs::read_to_string(input).map_err(|e| format!("cannot read {input}: {e}"))?;
+        (s, input.to_string())
+    };
+    let docs = convert::parse_documents(&text, &name).map_err(|e| e.0)?;
+    let conversion = convert::convert(&docs);
+    print!("{}", convert::render(&conversion, &name));
+    let not_mapped: usize = conversion
+        .items
+        .iter()
+        .map(|i| i.not_mapped().count())
+        .sum();
+    if conversion.items.is_empty() {
+        eprintln!(
+            "pitr-cnpg convert: nothing to convert in {name} (no ObjectStore of {} and no \
+             Cluster with a Barman store)",
+            convert::OBJECT_STORE_GROUP
+        );
+    } else {
+        eprintln!(
+            "pitr-cnpg convert: {} entr{} from {name}; {not_mapped} field(s) not mapped, each \
+             with its reason in a '# not mapped:' comment",
+            conversion.items.len(),
+            if conversion.items.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // convert writes YAML to stdout and its summary to stderr: no log lines.
+    let is_convert = matches!(cli.command, Command::Convert { .. });
+    if !is_convert {
+        init_logging();
+    }
     let result = match cli.command {
+        Command::Convert { input } => convert(&input),
         Command::Instance(a) => run_sidecar(Role::Instance, a).await,
         Command::Restore(a) => run_sidecar(Role::Restore, a).await,
         Command::Operator(a) => run_operator(a).await,
@@ -209,6 +265,10 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_convert => {
+            eprintln!("pitr-cnpg convert: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             error!("{e}");
             ExitCode::FAILURE
