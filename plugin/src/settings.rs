@@ -19,6 +19,13 @@
 //! | `s3PartSizeMiB` | 32 | multipart part size, 5-5120 |
 //! | `restoreRetries` | 5 | retries of a failed restore within one call |
 //! | `restoreRetryWaitSeconds` | 1 | wait before the first retry, doubling |
+//! | `backupConnection` | the PG* environment, user postgres | conninfo for backups |
+//! | `backupCheckpoint` | fast | `fast` or `spread` |
+//! | `backupWalTimeoutSeconds` | 120 | wait for a backup's last segment |
+//! | `statusIntervalSeconds` | `$PITR_STATUS_INTERVAL_SECONDS`, 60 | metrics status refresh |
+//!
+//! A Backup's `pluginConfiguration.parameters` override these for that
+//! backup, and may also hold `name` (the backup's name).
 //!
 //! The lifecycle parameters (`credentialsSecret`, `caSecret`, `caKey`,
 //! `cpuRequest`, `memoryRequest`, `cpuLimit`, `memoryLimit`) are read by the
