@@ -15,7 +15,7 @@ use crate::PLUGIN_NAME;
 /// Which of the three processes this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The sidecar of every instance Pod (Unix socket): WAL.
+    /// The sidecar of every instance Pod (Unix socket): WAL, Backup, Metrics.
     Instance,
     /// The sidecar of a recovery Job (Unix socket): RestoreJobHooks and WAL.
     Restore,
@@ -27,7 +27,11 @@ impl Role {
     /// What this role advertises; every service listed here is served.
     pub fn capabilities(self) -> &'static [ServiceType] {
         match self {
-            Role::Instance => &[ServiceType::WalService],
+            Role::Instance => &[
+                ServiceType::WalService,
+                ServiceType::BackupService,
+                ServiceType::Metrics,
+            ],
             Role::Restore => &[ServiceType::RestoreJob, ServiceType::WalService],
             Role::Operator => &[
                 ServiceType::LifecycleService,

@@ -8,9 +8,11 @@
 //! serves sidecar injection over TCP with mutual TLS (`operator_tls.rs`,
 //! `lifecycle.rs`).
 
+pub mod backup;
 pub mod convert;
 pub mod identity;
 pub mod lifecycle;
+pub mod metrics;
 pub mod operator_tls;
 pub mod proto;
 pub mod repos;

@@ -19,6 +19,13 @@
 //! | `s3PartSizeMiB` | 32 | multipart part size, 5-5120 |
 //! | `restoreRetries` | 5 | retries of a failed restore within one call |
 //! | `restoreRetryWaitSeconds` | 1 | wait before the first retry, doubling |
+//! | `backupConnection` | the PG* environment, user postgres | conninfo for backups |
+//! | `backupCheckpoint` | fast | `fast` or `spread` |
+//! | `backupWalTimeoutSeconds` | 120 | wait for a backup's last segment |
+//! | `statusIntervalSeconds` | `$PITR_STATUS_INTERVAL_SECONDS`, 60 | metrics status refresh |
+//!
+//! A Backup's `pluginConfiguration.parameters` override these for that
+//! backup, and may also hold `name` (the backup's name).
 //!
 //! The lifecycle parameters (`credentialsSecret`, `caSecret`, `caKey`,
 //! `cpuRequest`, `memoryRequest`, `cpuLimit`, `memoryLimit`) are read by the
@@ -31,6 +38,7 @@ use std::time::Duration;
 
 use pitr::codec::Compression;
 use pitr::config::{RepoConfig, RepoLocation, S3Credentials, S3Settings, Sse};
+use pitr::pgwire::Checkpoint;
 use pitr::wal::restore_command::RetryPolicy;
 use serde_json::Value;
 
@@ -57,8 +65,16 @@ pub mod param {
     pub const MEMORY_REQUEST: &str = "memoryRequest";
     pub const CPU_LIMIT: &str = "cpuLimit";
     pub const MEMORY_LIMIT: &str = "memoryLimit";
+    // Backups (Backup.Backup) and metrics.
+    pub const BACKUP_CONNECTION: &str = "backupConnection";
+    pub const BACKUP_CHECKPOINT: &str = "backupCheckpoint";
+    pub const BACKUP_WAL_TIMEOUT_SECONDS: &str = "backupWalTimeoutSeconds";
+    pub const STATUS_INTERVAL_SECONDS: &str = "statusIntervalSeconds";
+    /// Only in a Backup's `pluginConfiguration.parameters`: the backup's
+    /// name (default: the Backup resource's `metadata.name`).
+    pub const NAME: &str = "name";
 
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 22] = [
         REPOSITORY,
         SERVER_NAME,
         ENDPOINT_URL,
@@ -77,6 +93,10 @@ pub mod param {
         MEMORY_REQUEST,
         CPU_LIMIT,
         MEMORY_LIMIT,
+        BACKUP_CONNECTION,
+        BACKUP_CHECKPOINT,
+        BACKUP_WAL_TIMEOUT_SECONDS,
+        STATUS_INTERVAL_SECONDS,
     ];
 }
 
@@ -85,6 +105,10 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_PART_SIZE_MIB: u32 = 32;
 pub const DEFAULT_RESTORE_RETRIES: u32 = 5;
 pub const DEFAULT_RESTORE_RETRY_WAIT: Duration = Duration::from_secs(1);
+/// As `pitr backup --wal-timeout`.
+pub const DEFAULT_BACKUP_WAL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the sidecar re-reads the repository's status for metrics.
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A setting that cannot be used: names the parameter (or the Cluster
 /// field) and the fix. Becomes `InvalidArgument`.
@@ -113,6 +137,9 @@ pub struct SidecarEnv {
     pub s3_region: Option<String>,
     pub ca_bundle: Option<PathBuf>,
     pub credentials: Option<S3Credentials>,
+    /// `PITR_STATUS_INTERVAL_SECONDS`: the default of parameter
+    /// `statusIntervalSeconds`.
+    pub status_interval: Option<String>,
 }
 
 impl SidecarEnv {
@@ -127,6 +154,7 @@ impl SidecarEnv {
             s3_region: var("S3_REGION"),
             ca_bundle: var("PITR_CA_BUNDLE").map(PathBuf::from),
             credentials: S3Credentials::from_env(),
+            status_interval: var("PITR_STATUS_INTERVAL_SECONDS"),
         }
     }
 }
@@ -380,6 +408,112 @@ impl Params {
             )),
         }
     }
+}
+
+impl Params {
+    /// These parameters with `overrides` on top (a Backup's
+    /// `pluginConfiguration.parameters`, named `origin` in messages), which
+    /// may also hold [`param::NAME`].
+    pub fn with_overrides(
+        &self,
+        overrides: &std::collections::HashMap<String, String>,
+        origin: &str,
+    ) -> Result<Params> {
+        let mut values = self.values.clone();
+        let sorted: BTreeMap<_, _> = overrides.iter().collect();
+        for (k, v) in sorted {
+            if !param::ALL.contains(&k.as_str()) && k != param::NAME {
+                return Err(SettingsError(format!(
+                    "{origin}: unknown parameter '{k}' for {PLUGIN_NAME}; known parameters: \
+                     {}, {}",
+                    param::NAME,
+                    param::ALL.join(", ")
+                )));
+            }
+            values.insert(k.clone(), v.clone());
+        }
+        Ok(Params {
+            values,
+            origin: format!("{} with {origin}", self.origin),
+        })
+    }
+}
+
+/// What a Backup.Backup call does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupSettings {
+    pub repo: RepoSettings,
+    /// The backup's name: parameter `name`, else the Backup resource's.
+    pub name: Option<String>,
+    /// A connection string over the sidecar's PG* environment (parameter
+    /// `backupConnection`); may hold a password, so never logged.
+    pub connection: Option<String>,
+    pub checkpoint: Checkpoint,
+    pub wal_timeout: Duration,
+}
+
+/// Settings for `Backup.Backup`: the Cluster's own entry, overridden by the
+/// Backup's parameters; `backup_name` is the Backup's `metadata.name`.
+pub fn for_backup(
+    cluster: &Cluster,
+    overrides: &std::collections::HashMap<String, String>,
+    backup_name: Option<&str>,
+    env: &SidecarEnv,
+) -> Result<BackupSettings> {
+    let params = cluster
+        .own_params()?
+        .with_overrides(overrides, "the Backup's pluginConfiguration.parameters")?;
+    let repo = resolve(&params, cluster.name(), env)?.repo;
+    let checkpoint = match params.get(param::BACKUP_CHECKPOINT).unwrap_or("fast") {
+        "fast" => Checkpoint::Fast,
+        "spread" => Checkpoint::Spread,
+        other => return Err(params.bad(param::BACKUP_CHECKPOINT, other, "use fast or spread")),
+    };
+    let wal_timeout = params.number(
+        param::BACKUP_WAL_TIMEOUT_SECONDS,
+        DEFAULT_BACKUP_WAL_TIMEOUT.as_secs(),
+        1..=86_400,
+    )?;
+    Ok(BackupSettings {
+        repo,
+        name: params
+            .get(param::NAME)
+            .or(backup_name.filter(|n| !n.is_empty()))
+            .map(str::to_string),
+        connection: params.get(param::BACKUP_CONNECTION).map(str::to_string),
+        checkpoint,
+        wal_timeout: Duration::from_secs(wal_timeout),
+    })
+}
+
+/// What the metrics refresh reads: the Cluster's own archive, and how often.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusSettings {
+    pub repo: RepoSettings,
+    pub interval: Duration,
+}
+
+pub fn for_status(cluster: &Cluster, env: &SidecarEnv) -> Result<StatusSettings> {
+    let params = cluster.own_params()?;
+    let repo = resolve(&params, cluster.name(), env)?.repo;
+    let default = match env.status_interval.as_deref() {
+        None => DEFAULT_STATUS_INTERVAL.as_secs(),
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=86_400).contains(n))
+            .ok_or_else(|| {
+                SettingsError(format!(
+                    "PITR_STATUS_INTERVAL_SECONDS = '{v}' in the sidecar's environment: use a \
+                 number of seconds from 1 to 86400"
+                ))
+            })?,
+    };
+    let secs = params.number(param::STATUS_INTERVAL_SECONDS, default, 1..=86_400)?;
+    Ok(StatusSettings {
+        repo,
+        interval: Duration::from_secs(secs),
+    })
 }
 
 /// Resolves the repository settings from `params`, with `default_server`
@@ -767,6 +901,64 @@ mod tests {
             RestoreSource::External("main".into())
         );
         assert_eq!(restore_source(&c, &on("pg-dr-2")), RestoreSource::Own);
+    }
+
+    #[test]
+    fn backup_parameters_override_the_clusters() {
+        use std::collections::HashMap;
+        let c = with_params(json!({"repository": "s3://bkt/pg", "backupCheckpoint": "spread"}));
+        let none = HashMap::new();
+        let s = for_backup(&c, &none, Some("pg-main-2026"), &SidecarEnv::default()).unwrap();
+        assert_eq!(s.name.as_deref(), Some("pg-main-2026"));
+        assert_eq!(s.checkpoint, Checkpoint::Spread);
+        assert_eq!(s.wal_timeout, DEFAULT_BACKUP_WAL_TIMEOUT);
+        assert_eq!(s.connection, None);
+        assert_eq!(s.repo.server_name, "pg-main");
+        let over: HashMap<String, String> = [
+            ("name", "nightly"),
+            ("serverName", "other"),
+            ("backupCheckpoint", "fast"),
+            ("backupConnection", "host=/run/pg port=5433"),
+            ("backupWalTimeoutSeconds", "30"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = for_backup(&c, &over, Some("pg-main-2026"), &SidecarEnv::default()).unwrap();
+        assert_eq!(s.name.as_deref(), Some("nightly"));
+        assert_eq!(s.repo.server_name, "other");
+        assert_eq!(s.checkpoint, Checkpoint::Fast);
+        assert_eq!(s.connection.as_deref(), Some("host=/run/pg port=5433"));
+        assert_eq!(s.wal_timeout, Duration::from_secs(30));
+        for (k, v) in [("nmae", "x"), ("backupCheckpoint", "slow")] {
+            let bad: HashMap<String, String> = [(k.to_string(), v.to_string())].into();
+            let e = for_backup(&c, &bad, None, &SidecarEnv::default()).unwrap_err();
+            assert!(
+                e.0.contains(k) && e.0.contains("pluginConfiguration"),
+                "{e}"
+            );
+        }
+        // `name` belongs to a Backup, not to the Cluster's entry.
+        let e = for_archive(&with_params(json!({"name": "x"})), &SidecarEnv::default());
+        assert!(e.is_err());
+        // The status interval: parameter, else the environment, else 60 s.
+        assert_eq!(
+            for_status(&c, &SidecarEnv::default()).unwrap().interval,
+            DEFAULT_STATUS_INTERVAL
+        );
+        let env = SidecarEnv {
+            status_interval: Some("7".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            for_status(&c, &env).unwrap().interval,
+            Duration::from_secs(7)
+        );
+        let c2 = with_params(json!({"repository": "s3://bkt", "statusIntervalSeconds": "0"}));
+        assert!(for_status(&c2, &env)
+            .unwrap_err()
+            .0
+            .contains("statusIntervalSeconds"));
     }
 
     #[test]

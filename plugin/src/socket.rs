@@ -13,8 +13,12 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 use tracing::info;
 
+use crate::backup::BackupService;
 use crate::identity::{IdentityService, Role};
+use crate::metrics::{Metrics, MetricsService};
+use crate::proto::backup::backup_server::BackupServer;
 use crate::proto::identity::identity_server::IdentityServer;
+use crate::proto::metrics::metrics_server::MetricsServer;
 use crate::proto::wal::restore_job_hooks_server::RestoreJobHooksServer;
 use crate::proto::wal::wal_server::WalServer;
 use crate::repos::Repos;
@@ -60,18 +64,37 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = UnixListenerStream::new(listener);
+    let metrics = Metrics::new(repos.clone());
     let mut router = Server::builder()
         .add_service(IdentityServer::new(IdentityService { role }))
         .add_service(WalServer::new(WalService {
             repos: repos.clone(),
+            counters: metrics.archive.clone(),
         }));
-    if role == Role::Restore {
-        router = router.add_service(RestoreJobHooksServer::new(RestoreJobService { repos }));
+    let mut refresh = None;
+    match role {
+        Role::Restore => {
+            router = router.add_service(RestoreJobHooksServer::new(RestoreJobService { repos }))
+        }
+        Role::Instance => {
+            refresh = Some(tokio::spawn(metrics.clone().run()));
+            router = router
+                .add_service(BackupServer::new(BackupService {
+                    repos,
+                    metrics: metrics.clone(),
+                }))
+                .add_service(MetricsServer::new(MetricsService { metrics }));
+        }
+        Role::Operator => {}
     }
     info!("serving {PLUGIN_NAME} ({role:?})");
-    router
+    let served = router
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .await;
+    if let Some(task) = refresh {
+        task.abort();
+    }
+    served
 }
 
 /// A new connection to the plugin socket at `path`.

@@ -14,6 +14,7 @@ use pitr::wal::WalFileName;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::metrics::ArchiveCounters;
 use crate::proto::wal::wal_capability::{self, rpc::Type as RpcType};
 use crate::proto::wal::wal_restore_request::Mode;
 use crate::proto::wal::wal_server::Wal;
@@ -35,6 +36,8 @@ pub const CAPABILITIES: [RpcType; 2] = [RpcType::ArchiveWal, RpcType::RestoreWal
 
 pub struct WalService {
     pub repos: Arc<Repos>,
+    /// Archive outcomes, for the metrics.
+    pub counters: Arc<ArchiveCounters>,
 }
 
 fn invalid(e: SettingsError) -> Status {
@@ -68,30 +71,9 @@ impl WalService {
                     .is_some_and(|d| d.join(CHECK_EMPTY_MARKER).exists())
         })
     }
-}
 
-#[tonic::async_trait]
-impl Wal for WalService {
-    async fn get_capabilities(
-        &self,
-        _: Request<WalCapabilitiesRequest>,
-    ) -> Result<Response<WalCapabilitiesResult>, Status> {
-        let capabilities = CAPABILITIES
-            .iter()
-            .map(|t| WalCapability {
-                r#type: Some(wal_capability::Type::Rpc(wal_capability::Rpc {
-                    r#type: *t as i32,
-                })),
-            })
-            .collect();
-        Ok(Response::new(WalCapabilitiesResult { capabilities }))
-    }
-
-    async fn archive(
-        &self,
-        request: Request<WalArchiveRequest>,
-    ) -> Result<Response<WalArchiveResult>, Status> {
-        let req = request.into_inner();
+    /// One Archive call (counted by the caller).
+    async fn archive_one(&self, req: WalArchiveRequest) -> Result<WalArchiveResult, Status> {
         let cluster = Cluster::parse(&req.cluster_definition).map_err(invalid)?;
         let settings = settings::for_archive(&cluster, self.repos.env()).map_err(invalid)?;
         let path = absolute("source_file_name", &req.source_file_name)?;
@@ -133,7 +115,34 @@ impl Wal for WalService {
             }
             Err(e) => return Err(fail(&e)),
         }
-        Ok(Response::new(WalArchiveResult {}))
+        Ok(WalArchiveResult {})
+    }
+}
+
+#[tonic::async_trait]
+impl Wal for WalService {
+    async fn get_capabilities(
+        &self,
+        _: Request<WalCapabilitiesRequest>,
+    ) -> Result<Response<WalCapabilitiesResult>, Status> {
+        let capabilities = CAPABILITIES
+            .iter()
+            .map(|t| WalCapability {
+                r#type: Some(wal_capability::Type::Rpc(wal_capability::Rpc {
+                    r#type: *t as i32,
+                })),
+            })
+            .collect();
+        Ok(Response::new(WalCapabilitiesResult { capabilities }))
+    }
+
+    async fn archive(
+        &self,
+        request: Request<WalArchiveRequest>,
+    ) -> Result<Response<WalArchiveResult>, Status> {
+        let result = self.archive_one(request.into_inner()).await;
+        self.counters.record(result.is_ok());
+        result.map(Response::new)
     }
 
     async fn restore(

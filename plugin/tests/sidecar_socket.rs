@@ -77,7 +77,11 @@ async fn each_role_advertises_what_it_serves() {
     let instance = Sidecar::start(&dir, "instance", &[]);
     assert_eq!(
         advertised(&instance.socket()).await,
-        vec![ServiceType::WalService as i32]
+        vec![
+            ServiceType::WalService as i32,
+            ServiceType::BackupService as i32,
+            ServiceType::Metrics as i32
+        ]
     );
     let restore_dir = TestDir::new("cnpg-roles-r");
     let restore = Sidecar::start(&restore_dir, "restore", &[]);

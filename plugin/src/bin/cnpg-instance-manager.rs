@@ -14,6 +14,16 @@
 //! (`check_empty_wal_archive` from the skip annotation, as CloudNativePG
 //! sends it) and prints the returned `restore_config`.
 //!
+//! `backup BACKUP_JSON [KEY=VALUE ...]` plays the instance manager taking a
+//! Backup with `method: plugin`: the plugin must advertise BACKUP_SERVICE
+//! and TYPE_BACKUP; it calls Backup.Backup with the Cluster, the Backup
+//! resource read from BACKUP_JSON and the parameters given, and prints the
+//! BackupResult as JSON. `metrics` plays a Prometheus scrape: Define, then
+//! Collect, refusing (exit 1) what CloudNativePG's collector refuses (an
+//! unset value type, a collected name that is not defined, a label-value
+//! count that differs from the definition's), and prints
+//! `{"defined": {name: type}, "collected": {name: value}}`.
+//!
 //! Environment: `CNPG_CLUSTER_JSON` (a file with the Cluster JSON sent in
 //! `cluster_definition`), `CNPG_PLUGIN_PATH` (default /plugins), `PGDATA`,
 //! and `CNPG_CHECK_EMPTY`: `auto` (default, what current CloudNativePG
@@ -28,15 +38,19 @@ use std::process::ExitCode;
 
 use tonic::transport::Channel;
 
+use pitr_cnpg::proto::backup::backup_capability::{self, rpc::Type as BackupType};
 use pitr_cnpg::proto::backup::backup_client::BackupClient;
-use pitr_cnpg::proto::backup::BackupCapabilitiesRequest;
+use pitr_cnpg::proto::backup::{BackupCapabilitiesRequest, BackupRequest};
 use pitr_cnpg::proto::identity::identity_client::IdentityClient;
 use pitr_cnpg::proto::identity::plugin_capability::{self, service::Type as ServiceType};
 use pitr_cnpg::proto::identity::{GetPluginCapabilitiesRequest, GetPluginMetadataRequest};
 use pitr_cnpg::proto::lifecycle::operator_lifecycle_client::OperatorLifecycleClient;
 use pitr_cnpg::proto::lifecycle::OperatorLifecycleCapabilitiesRequest;
+use pitr_cnpg::proto::metrics::metric_type::Type as MetricKind;
+use pitr_cnpg::proto::metrics::metrics_capability::{self, rpc::Type as MetricsType};
 use pitr_cnpg::proto::metrics::metrics_client::MetricsClient;
 use pitr_cnpg::proto::metrics::MetricsCapabilitiesRequest;
+use pitr_cnpg::proto::metrics::{CollectMetricsRequest, DefineMetricsRequest};
 use pitr_cnpg::proto::wal::restore_job_hooks_client::RestoreJobHooksClient;
 use pitr_cnpg::proto::wal::wal_capability::{self, rpc::Type as WalType};
 use pitr_cnpg::proto::wal::wal_client::WalClient;
@@ -48,6 +62,7 @@ use pitr_cnpg::proto::wal::{
 use pitr_cnpg::settings::Cluster;
 use pitr_cnpg::wal::CHECK_EMPTY_MARKER;
 use pitr_cnpg::{socket, PLUGIN_NAME};
+use serde_json::json;
 
 fn var(name: &str) -> Result<String, String> {
     std::env::var(name)
@@ -65,6 +80,8 @@ struct Loaded {
     channel: Channel,
     wal_ops: Vec<WalType>,
     restore_job: bool,
+    backup: bool,
+    metrics: bool,
 }
 
 /// Connects and runs the load sequence.
@@ -93,6 +110,8 @@ async fn load(path: &Path) -> Result<Loaded, String> {
         .into_inner();
     let mut wal_ops = Vec::new();
     let mut restore_job = false;
+    let mut backup = false;
+    let mut metrics = false;
     for cap in caps.capabilities {
         let Some(plugin_capability::Type::Service(service)) = cap.r#type else {
             continue;
@@ -118,16 +137,26 @@ async fn load(path: &Path) -> Result<Loaded, String> {
                 restore_job = true;
             }
             Ok(ServiceType::BackupService) => {
-                BackupClient::new(channel.clone())
+                let res = BackupClient::new(channel.clone())
                     .get_capabilities(BackupCapabilitiesRequest {})
                     .await
-                    .map_err(rpc("Backup.GetCapabilities"))?;
+                    .map_err(rpc("Backup.GetCapabilities"))?
+                    .into_inner();
+                backup = res.capabilities.iter().any(|c| {
+                    matches!(&c.r#type, Some(backup_capability::Type::Rpc(r))
+                        if r.r#type == BackupType::Backup as i32)
+                });
             }
             Ok(ServiceType::Metrics) => {
-                MetricsClient::new(channel.clone())
+                let res = MetricsClient::new(channel.clone())
                     .get_capabilities(MetricsCapabilitiesRequest {})
                     .await
-                    .map_err(rpc("Metrics.GetCapabilities"))?;
+                    .map_err(rpc("Metrics.GetCapabilities"))?
+                    .into_inner();
+                metrics = res.capabilities.iter().any(|c| {
+                    matches!(&c.r#type, Some(metrics_capability::Type::Rpc(r))
+                        if r.r#type == MetricsType::Metrics as i32)
+                });
             }
             Ok(ServiceType::LifecycleService) => {
                 OperatorLifecycleClient::new(channel.clone())
@@ -151,6 +180,8 @@ async fn load(path: &Path) -> Result<Loaded, String> {
         channel,
         wal_ops,
         restore_job,
+        backup,
+        metrics,
     })
 }
 
@@ -240,8 +271,99 @@ async fn run(args: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
+        [cmd, backup_json, params @ ..] if cmd == "backup" => {
+            if !loaded.backup {
+                return Err("the plugin does not offer BACKUP_SERVICE with TYPE_BACKUP".into());
+            }
+            let backup_definition = std::fs::read(backup_json)
+                .map_err(|e| format!("cannot read {backup_json}: {e}"))?;
+            let mut parameters = std::collections::HashMap::new();
+            for p in params {
+                let (k, v) = p
+                    .split_once('=')
+                    .ok_or_else(|| format!("parameter '{p}' is not KEY=VALUE"))?;
+                parameters.insert(k.to_string(), v.to_string());
+            }
+            let r = BackupClient::new(loaded.channel)
+                .backup(BackupRequest {
+                    cluster_definition,
+                    backup_definition,
+                    parameters,
+                })
+                .await
+                .map_err(rpc("Backup.Backup"))?
+                .into_inner();
+            let out = json!({
+                "backup_id": r.backup_id,
+                "backup_name": r.backup_name,
+                "started_at": r.started_at,
+                "stopped_at": r.stopped_at,
+                "begin_wal": r.begin_wal,
+                "end_wal": r.end_wal,
+                "begin_lsn": r.begin_lsn,
+                "end_lsn": r.end_lsn,
+                "backup_label_file": String::from_utf8_lossy(&r.backup_label_file),
+                "tablespace_map_file": String::from_utf8_lossy(&r.tablespace_map_file),
+                "instance_id": r.instance_id,
+                "online": r.online,
+                "metadata": r.metadata,
+            });
+            println!("{out}");
+            Ok(())
+        }
+        [cmd] if cmd == "metrics" => {
+            if !loaded.metrics {
+                return Err("the plugin does not offer METRICS with TYPE_METRICS".into());
+            }
+            let mut client = MetricsClient::new(loaded.channel);
+            let defined = client
+                .define(DefineMetricsRequest {
+                    cluster_definition: cluster_definition.clone(),
+                })
+                .await
+                .map_err(rpc("Metrics.Define"))?
+                .into_inner()
+                .metrics;
+            let mut types = serde_json::Map::new();
+            for d in &defined {
+                let kind = d
+                    .value_type
+                    .as_ref()
+                    .and_then(|t| MetricKind::try_from(t.r#type).ok())
+                    .filter(|k| *k != MetricKind::Unspecified)
+                    .ok_or_else(|| format!("metric {} has no value_type", d.fq_name))?;
+                types.insert(d.fq_name.clone(), json!(kind.as_str_name()));
+            }
+            let collected = client
+                .collect(CollectMetricsRequest { cluster_definition })
+                .await
+                .map_err(rpc("Metrics.Collect"))?
+                .into_inner()
+                .metrics;
+            let mut values = serde_json::Map::new();
+            for c in &collected {
+                let d = defined
+                    .iter()
+                    .find(|d| d.fq_name == c.fq_name)
+                    .ok_or_else(|| format!("collected metric {} is not defined", c.fq_name))?;
+                if d.variable_labels.len() != c.variable_labels.len() {
+                    return Err(format!(
+                        "metric {} has {} label values, defined with {} labels",
+                        c.fq_name,
+                        c.variable_labels.len(),
+                        d.variable_labels.len()
+                    ));
+                }
+                if values.insert(c.fq_name.clone(), json!(c.value)).is_some() {
+                    return Err(format!("metric {} collected twice", c.fq_name));
+                }
+            }
+            println!("{}", json!({"defined": types, "collected": values}));
+            Ok(())
+        }
         _ => Err(
-            "usage: cnpg-instance-manager wal-archive %p | wal-restore [--rewind] %f %p | restore-job"
+            "usage: cnpg-instance-manager wal-archive %p | wal-restore [--rewind] %f %p | \
+             restore-job | backup BACKUP_JSON [KEY=VALUE ...] | metrics"
                 .into(),
         ),
     }
