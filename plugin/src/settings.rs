@@ -57,6 +57,8 @@ pub mod param {
     pub const S3_PART_SIZE_MIB: &str = "s3PartSizeMiB";
     pub const RESTORE_RETRIES: &str = "restoreRetries";
     pub const RESTORE_RETRY_WAIT_SECONDS: &str = "restoreRetryWaitSeconds";
+    pub const ARCHIVE_CONCURRENCY: &str = "archiveConcurrency";
+    pub const PREFETCH: &str = "prefetch";
     // Read by the operator side when it injects the sidecar.
     pub const CREDENTIALS_SECRET: &str = "credentialsSecret";
     pub const CA_SECRET: &str = "caSecret";
@@ -74,7 +76,7 @@ pub mod param {
     /// name (default: the Backup resource's `metadata.name`).
     pub const NAME: &str = "name";
 
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 24] = [
         REPOSITORY,
         SERVER_NAME,
         ENDPOINT_URL,
@@ -86,6 +88,8 @@ pub mod param {
         S3_PART_SIZE_MIB,
         RESTORE_RETRIES,
         RESTORE_RETRY_WAIT_SECONDS,
+        ARCHIVE_CONCURRENCY,
+        PREFETCH,
         CREDENTIALS_SECRET,
         CA_SECRET,
         CA_KEY,
@@ -105,6 +109,10 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_PART_SIZE_MIB: u32 = 32;
 pub const DEFAULT_RESTORE_RETRIES: u32 = 5;
 pub const DEFAULT_RESTORE_RETRY_WAIT: Duration = Duration::from_secs(1);
+/// Files archived at once: the one asked for and the next ready ones.
+pub const DEFAULT_ARCHIVE_CONCURRENCY: u32 = 8;
+/// Segments downloaded ahead of recovery.
+pub const DEFAULT_PREFETCH: u32 = 8;
 /// As `pitr backup --wal-timeout`.
 pub const DEFAULT_BACKUP_WAL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the sidecar re-reads the repository's status for metrics.
@@ -205,6 +213,10 @@ impl RepoSettings {
 pub struct WalSettings {
     pub repo: RepoSettings,
     pub restore_retry: RetryPolicy,
+    /// Files pushed at once by Archive (1: no look-ahead).
+    pub archive_concurrency: u32,
+    /// Segments prefetched by Restore (0: none).
+    pub prefetch: u32,
 }
 
 /// A decoded Cluster (lenient: only the fields the plugin reads).
@@ -621,6 +633,12 @@ pub fn resolve(params: &Params, default_server: &str, env: &SidecarEnv) -> Resul
         DEFAULT_RESTORE_RETRY_WAIT.as_secs_f64(),
         0.0..=60.0,
     )?;
+    let archive_concurrency = params.number(
+        param::ARCHIVE_CONCURRENCY,
+        DEFAULT_ARCHIVE_CONCURRENCY,
+        1..=64,
+    )?;
+    let prefetch = params.number(param::PREFETCH, DEFAULT_PREFETCH, 0..=64)?;
 
     Ok(WalSettings {
         repo: RepoSettings {
@@ -637,6 +655,8 @@ pub fn resolve(params: &Params, default_server: &str, env: &SidecarEnv) -> Resul
             attempts: retries + 1,
             first_wait: Duration::from_secs_f64(wait),
         },
+        archive_concurrency,
+        prefetch,
     })
 }
 

@@ -70,6 +70,7 @@ pub async fn serve(
         .add_service(WalServer::new(WalService {
             repos: repos.clone(),
             counters: metrics.archive.clone(),
+            in_flight: Default::default(),
         }));
     let mut refresh = None;
     match role {

@@ -1,16 +1,20 @@
-//! The WAL service: Archive and Restore, each a thin call into pitr
-//! (`wal::push::push`, `wal::restore_command::restore_wal`) whose outcome
-//! is mapped to a gRPC status. No prefetch yet: every Restore fetches
-//! exactly the file asked for, which is also what MODE_REWIND needs.
+//! The WAL service: Archive and Restore, each a thin call into pitr whose
+//! outcome is mapped to a gRPC status. Archive pushes with
+//! `wal::lookahead` (the next ready files follow in the background, never
+//! uploaded twice); Restore decides with `wal::restore_command` and keeps
+//! `wal::prefetch`'s spool filled in the background (not for MODE_REWIND,
+//! which gets exactly the file asked for).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pitr::config::redact;
-use pitr::wal::locate;
-use pitr::wal::push::{push, PushOutcome};
+use pitr::wal::lookahead::{push_exclusive, ready_files, spawn_ahead, InFlight, Markers};
+use pitr::wal::push::PushOutcome;
 use pitr::wal::restore_command::{restore_wal, Verdict};
 use pitr::wal::WalFileName;
+use pitr::wal::{locate, prefetch};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -38,7 +42,13 @@ pub struct WalService {
     pub repos: Arc<Repos>,
     /// Archive outcomes, for the metrics.
     pub counters: Arc<ArchiveCounters>,
+    /// Pushes under way in this sidecar (asked-for and look-ahead ones), so
+    /// that no file is uploaded twice at once.
+    pub in_flight: Arc<InFlight>,
 }
+
+/// At most this much WAL is pushed ahead after one Archive call.
+const AHEAD_MAX_BYTES: u64 = 256 << 20;
 
 fn invalid(e: SettingsError) -> Status {
     Status::invalid_argument(e.0)
@@ -106,7 +116,9 @@ impl WalService {
                 return Err(Status::failed_precondition(msg));
             }
         }
-        match push(&repo, &path).await {
+        let pg_wal = pitr::fsutil::parent_dir(&path).to_path_buf();
+        let markers = Markers::new(&pg_wal, &repo.describe());
+        match push_exclusive(&repo, &markers, &self.in_flight, &path).await {
             Ok(PushOutcome::Stored {
                 key, stored_size, ..
             }) => info!("archived {} as {key} ({stored_size} bytes)", path.display()),
@@ -114,6 +126,20 @@ impl WalService {
                 info!("{} already archived as {key}", path.display())
             }
             Err(e) => return Err(fail(&e)),
+        }
+        // Look-ahead: the next ready files travel in the background, so
+        // CloudNativePG's next calls find them stored.
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<WalFileName>().ok());
+        if let Some(name) = name.filter(|_| settings.archive_concurrency > 1) {
+            let ahead = settings.archive_concurrency as usize - 1;
+            let files = ready_files(&pg_wal, &name, ahead, AHEAD_MAX_BYTES);
+            if !files.is_empty() {
+                markers.prune(&pg_wal);
+                spawn_ahead(repo.clone(), markers, self.in_flight.clone(), files, ahead);
+            }
         }
         Ok(WalArchiveResult {})
     }
@@ -163,6 +189,35 @@ impl Wal for WalService {
             .repos
             .get(&settings.repo, Access::Read)
             .map_err(|e| status::from_error(&e, &secrets))?;
+        // Prefetch (never for pg_rewind, which asks for exactly one file):
+        // segments downloaded ahead into pg_wal/.pitr-prefetch, complete and
+        // verified, tagged with the archive they came from.
+        let prefetching = match name {
+            WalFileName::Segment(segment) if mode != Mode::Rewind && settings.prefetch > 0 => {
+                Some(segment)
+            }
+            _ => None,
+        };
+        let spool = prefetch::spool_dir(&dest);
+        let source = repo.describe();
+        if let Some(segment) = prefetching {
+            let wait = Duration::from_secs(PREFETCH_WAIT_SECS);
+            if let Ok(true) = prefetch::take_or_wait(&spool, &name, &source, &dest, wait).await {
+                info!(
+                    "restored {name} to {} from the prefetch spool",
+                    dest.display()
+                );
+                refill(
+                    repo.clone(),
+                    &spool,
+                    &source,
+                    &segment,
+                    &dest,
+                    settings.prefetch,
+                );
+                return Ok(Response::new(WalRestoreResult {}));
+            }
+        }
         let verdict = restore_wal(&repo, &name, &dest, settings.restore_retry, |r| {
             warn!(
                 "restore {name}: try {}/{} failed, retrying in {:?}: {}",
@@ -173,6 +228,19 @@ impl Wal for WalService {
             )
         })
         .await;
+        if let Some(segment) = prefetching {
+            match verdict {
+                Verdict::Restored(_) => refill(
+                    repo.clone(),
+                    &spool,
+                    &source,
+                    &segment,
+                    &dest,
+                    settings.prefetch,
+                ),
+                _ => prefetch::clear(&spool),
+            }
+        }
         map_verdict(verdict, &name, &dest, &repo.describe(), mode, &secrets)
             .map(|()| Response::new(WalRestoreResult {}))
     }
@@ -194,6 +262,49 @@ impl Wal for WalService {
             "WAL.SetFirstRequired is not advertised by pitr.cnpg.io",
         ))
     }
+}
+
+/// How long a Restore waits for a segment the prefetcher is downloading.
+const PREFETCH_WAIT_SECS: u64 = 30;
+
+/// After `segment` is in place at `dest`: drop older spooled segments and,
+/// when fewer than half of `count` are spooled, download the next ones in
+/// the background, named with the segment size `dest` declares.
+fn refill(
+    repo: Arc<pitr::repo::Repo>,
+    spool: &Path,
+    source: &str,
+    segment: &pitr::wal::SegmentName,
+    dest: &Path,
+    count: u32,
+) {
+    prefetch::prune(spool, segment);
+    if !prefetch::needs_refill(spool, count) {
+        return;
+    }
+    let Some(segment_size) = prefetch::segment_size_of(dest) else {
+        warn!(
+            "{} has no readable WAL page header: not prefetching",
+            dest.display()
+        );
+        return;
+    };
+    let (spool, source, segment) = (spool.to_path_buf(), source.to_string(), *segment);
+    tokio::spawn(async move {
+        let got = prefetch::prefetch(
+            &repo,
+            &spool,
+            &source,
+            &segment,
+            count,
+            segment_size,
+            count as usize,
+        )
+        .await;
+        if let Err(e) = got {
+            warn!("prefetch after {segment}: {e} (Restore fetches directly)");
+        }
+    });
 }
 
 /// The library's restore verdict as what CloudNativePG is told.

@@ -51,12 +51,14 @@ fn pg_dir(dir: &TestDir, name: &str) -> std::path::PathBuf {
     p
 }
 
-/// Nothing at `dest` and no temporary file beside it.
+/// Nothing at `dest` and no temporary file beside it (the prefetch spool,
+/// a directory of complete, verified segments, may be there).
 fn assert_nothing_written(dest: &Path) {
     assert!(!dest.exists(), "{} must not exist", dest.display());
     let left: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".pitr-prefetch")
         .collect();
     assert!(
         left.is_empty(),
@@ -199,6 +201,12 @@ fn pgbench_wal_is_archived_through_the_sidecar_and_recovers_a_copy() {
         "WAL came from restore_command:\n{}",
         restored.log()
     );
+    // The sidecar prefetched ahead of replay and served from its spool.
+    let served = sidecar
+        .log_text()
+        .matches("from the prefetch spool")
+        .count();
+    assert!(served > 0, "no segment came from the prefetch spool");
 }
 
 #[test]

@@ -19,7 +19,6 @@ use pitr::repo::Repo;
 use pitr::wal::restore_command::{restore_wal, RetryPolicy, Verdict};
 use std::os::unix::process::CommandExt;
 
-use pitr::wal::page_header::{LongPageHeader, LONG_HEADER_LEN};
 use pitr::wal::{prefetch, SegmentName, WalFileName};
 
 #[derive(Debug, Args)]
@@ -96,25 +95,16 @@ fn after_segment(args: &WalFetchArgs, repo_args: &RepoArgs, segment: &SegmentNam
     if args.prefetch == 0 {
         return;
     }
-    let ahead = std::fs::read_dir(spool)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .count()
-        })
-        .unwrap_or(0);
-    if ahead as u32 >= args.prefetch.div_ceil(2) {
+    if !prefetch::needs_refill(spool, args.prefetch) {
         return;
     }
-    let segment_size = std::fs::File::open(&args.dest)
-        .and_then(|mut f| {
-            let mut head = [0u8; LONG_HEADER_LEN];
-            std::io::Read::read_exact(&mut f, &mut head).map(|_| head)
-        })
-        .ok()
-        .and_then(|h| LongPageHeader::parse(&h, "").ok())
-        .map(|h| u64::from(h.segment_size))
-        .unwrap_or(16 << 20);
+    let Some(segment_size) = prefetch::segment_size_of(&args.dest) else {
+        warn!(
+            "{} has no readable WAL page header: not prefetching after it",
+            args.dest.display()
+        );
+        return;
+    };
     let exe = std::env::current_exe().unwrap_or_else(|_| "pitr".into());
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("wal-prefetch")

@@ -214,6 +214,104 @@ pub async fn push_one(repo: &Repo, markers: &Markers, path: &Path) -> Result<Pus
     Ok(outcome)
 }
 
+/// The pushes under way in this process (a long-lived process such as the
+/// CNPG-I sidecar), so that one file is never pushed twice at once: a push
+/// of a file already being pushed waits for that one, then finds its
+/// marker.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    pushes:
+        std::sync::Mutex<std::collections::HashMap<PathBuf, tokio::sync::watch::Receiver<bool>>>,
+}
+
+/// A claim on one file's push; dropping it ends the claim and wakes those
+/// waiting for it.
+struct Claim<'a> {
+    in_flight: &'a InFlight,
+    path: PathBuf,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.in_flight
+            .pushes
+            .lock()
+            .expect("in-flight lock")
+            .remove(&self.path);
+        let _ = self.done.send(true);
+    }
+}
+
+impl InFlight {
+    fn claim(&self, path: &Path) -> Result<Claim<'_>, tokio::sync::watch::Receiver<bool>> {
+        let mut pushes = self.pushes.lock().expect("in-flight lock");
+        if let Some(busy) = pushes.get(path) {
+            return Err(busy.clone());
+        }
+        let (done, rx) = tokio::sync::watch::channel(false);
+        pushes.insert(path.to_path_buf(), rx);
+        Ok(Claim {
+            in_flight: self,
+            path: path.to_path_buf(),
+            done,
+        })
+    }
+
+    /// How many pushes are under way.
+    pub fn len(&self) -> usize {
+        self.pushes.lock().expect("in-flight lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// [`push_one`], but never while another push of the same file runs in
+/// this process: then it waits for that push and answers from its marker.
+pub async fn push_exclusive(
+    repo: &Repo,
+    markers: &Markers,
+    in_flight: &InFlight,
+    path: &Path,
+) -> Result<PushOutcome> {
+    loop {
+        match in_flight.claim(path) {
+            Ok(_claim) => return push_one(repo, markers, path).await,
+            Err(mut busy) => {
+                let _ = busy.wait_for(|done| *done).await;
+            }
+        }
+    }
+}
+
+/// Pushes the ready files after `current` in the background (a task of
+/// its own), `concurrency` at a time, each with [`push_exclusive`]. For a
+/// long-lived process: the call that asked for `current` can answer
+/// PostgreSQL at once while the next files travel.
+pub fn spawn_ahead(
+    repo: std::sync::Arc<Repo>,
+    markers: Markers,
+    in_flight: std::sync::Arc<InFlight>,
+    files: Vec<PathBuf>,
+    concurrency: usize,
+) -> tokio::task::JoinHandle<Vec<AheadResult>> {
+    tokio::spawn(async move {
+        futures::stream::iter(files)
+            .map(|path| {
+                let (repo, markers, in_flight) = (&repo, &markers, &in_flight);
+                async move {
+                    let result = push_exclusive(repo, markers, in_flight, &path).await;
+                    AheadResult { path, result }
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,5 +432,52 @@ mod tests {
         markers.prune(&wal);
         assert!(!wal.join(MARKERS).join("000000010000000000000004").exists());
         assert!(wal.join(MARKERS).join("000000010000000000000002").exists());
+    }
+
+    #[tokio::test]
+    async fn a_file_is_never_pushed_twice_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = std::sync::Arc::new(repo(dir.path()));
+        let wal = pg_wal(dir.path(), 6);
+        let markers = Markers::new(&wal, &repo.describe());
+        let in_flight = std::sync::Arc::new(InFlight::default());
+        let current: WalFileName = "000000010000000000000001".parse().unwrap();
+        let files = ready_files(&wal, &current, 5, u64::MAX);
+        // Two background batches of the same files and foreground pushes of
+        // each, all at once: every file ends stored once, every call OK.
+        let a = spawn_ahead(
+            repo.clone(),
+            markers.clone(),
+            in_flight.clone(),
+            files.clone(),
+            5,
+        );
+        let b = spawn_ahead(
+            repo.clone(),
+            markers.clone(),
+            in_flight.clone(),
+            files.clone(),
+            2,
+        );
+        let fg = futures::future::join_all(
+            files
+                .iter()
+                .map(|f| push_exclusive(&repo, &markers, &in_flight, f)),
+        )
+        .await;
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let outcomes: Vec<&Result<PushOutcome>> = fg
+            .iter()
+            .chain(a.iter().map(|r| &r.result))
+            .chain(b.iter().map(|r| &r.result))
+            .collect();
+        assert_eq!(outcomes.len(), 15);
+        let stored = outcomes
+            .iter()
+            .filter(|r| matches!(r, Ok(PushOutcome::Stored { .. })))
+            .count();
+        assert_eq!(stored, 5, "each of the 5 files uploaded exactly once");
+        assert!(outcomes.iter().all(|r| r.is_ok()));
+        assert!(in_flight.is_empty());
     }
 }

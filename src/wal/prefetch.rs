@@ -58,6 +58,31 @@ pub fn prune(spool: &Path, current: &SegmentName) {
     }
 }
 
+/// Whether the spool holds fewer than half of the `count` segments wanted
+/// ahead: then a prefetcher is worth starting.
+pub fn needs_refill(spool: &Path, count: u32) -> bool {
+    let spooled = fs::read_dir(spool)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0);
+    (spooled as u32) < count.div_ceil(2)
+}
+
+/// The segment size a WAL segment file declares in its first page header
+/// (PostgreSQL's clusters use 1 MiB to 1 GiB): what prefetching names the
+/// next segments with, never an assumed 16 MiB.
+pub fn segment_size_of(file: &Path) -> Option<u64> {
+    use super::page_header::{LongPageHeader, LONG_HEADER_LEN};
+    let mut head = [0u8; LONG_HEADER_LEN];
+    let mut f = fs::File::open(file).ok()?;
+    io::Read::read_exact(&mut f, &mut head).ok()?;
+    let header = LongPageHeader::parse(&head, &file.display().to_string()).ok()?;
+    Some(u64::from(header.segment_size))
+}
+
 /// Removes the whole spool (at the end of the archive).
 pub fn clear(spool: &Path) {
     let _ = fs::remove_dir_all(spool);
