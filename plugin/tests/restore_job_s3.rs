@@ -189,3 +189,85 @@ fn a_recovery_job_restores_a_backup_and_replays_through_the_sidecar() {
         restored.log()
     );
 }
+
+/// CloudNativePG's recovery-target settings, appended after the plugin's
+/// restore_config (CNPG writes them from `recoveryTarget`).
+fn with_target(restore_config: &str, target_time: &str) -> String {
+    restore_config.replace("/controller/manager", &manager_bin().display().to_string())
+        + &format!("recovery_target_time = '{target_time}'\narchive_mode = off\n")
+}
+
+#[test]
+fn a_recovery_to_a_target_time_lands_between_two_commits_and_an_unreachable_one_touches_nothing() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("cnpg-pitr");
+    let dir = TestDir::new("cnpg-pitr");
+    let origin_json = dir.join("origin.json");
+    write_json(&origin_json, &cluster_json("origin", params(&rgw, &bucket)));
+    let data = dir.join("data");
+    let origin_sidecar = Sidecar::start(&dir, "instance", &sidecar_env(&rgw, &data, "origin-1"));
+    let mut pg = Pg::init(data.clone());
+    pg.conf(&format!(
+        "archive_mode = on\narchive_command = '{} wal-archive %p'\n",
+        manager_bin().display()
+    ));
+    pg.start(&origin_sidecar.manager_env(&origin_json, &data));
+    pg.sql("create table t (id int primary key)");
+    backup(&rgw, &bucket, "origin", &pg.conninfo());
+    // Two commits a second apart; the target lies between them.
+    pg.sql("insert into t values (1)");
+    let t1 = pg.sql("select now()::text");
+    std::thread::sleep(Duration::from_millis(1200));
+    pg.sql("insert into t values (2)");
+    let t2 = pg.sql("select now()::text");
+    let target = pg.sql(&format!(
+        "select ('{t1}'::timestamptz + ('{t2}'::timestamptz - '{t1}'::timestamptz) / 2)::text"
+    ));
+    let last = pg.switch_wal();
+    pg.wait_archived(&last, Duration::from_secs(60));
+    pg.stop();
+
+    let cluster = |server: &str, time: &str| {
+        let mut c = recovering_cluster(&rgw, &bucket, server);
+        c["spec"]["bootstrap"]["recovery"]["recoveryTarget"] = json!({"targetTime": time});
+        c
+    };
+    let job_dir = TestDir::new("cnpg-pitr-new");
+    let pgdata = job_dir.join("pgdata");
+    let sidecar = Sidecar::start(
+        &job_dir,
+        "restore",
+        &sidecar_env(&rgw, &pgdata, "pg-new-1-full-recovery"),
+    );
+
+    // A target after the end of the archive: refused by the plan, PGDATA
+    // never created.
+    let late = job_dir.join("late.json");
+    write_json(&late, &cluster("pg-late", "2100-01-01 00:00:00+00"));
+    let r = manager(&sidecar.manager_env(&late, &pgdata), &["restore-job"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("after the latest recoverable point"),
+        "the plan says why: {}",
+        r.stderr
+    );
+    assert!(
+        !pgdata.exists(),
+        "PGDATA untouched by an unreachable target"
+    );
+
+    // The target between the commits: exactly the first row.
+    let json_path = job_dir.join("pg-new.json");
+    write_json(&json_path, &cluster("pg-new", &target));
+    let env = sidecar.manager_env(&json_path, &pgdata);
+    let r = manager(&env, &["restore-job"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", sidecar.log_text());
+    if running_as_root() {
+        chown_postgres(&pgdata);
+    }
+    let restored = start_restored(&pgdata, &env, &with_target(&r.stdout, &target));
+    assert_eq!(
+        restored.sql("select string_agg(id::text, ',' order by id) from t"),
+        "1"
+    );
+}
