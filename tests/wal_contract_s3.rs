@@ -630,3 +630,39 @@ fn segments_larger_than_a_part_stay_atomic_and_verifiable() {
     assert!(r.stderr.contains("SHA-256"), "{}", r.stderr);
     assert_nothing_written(&dest);
 }
+
+#[test]
+fn the_cnpg_secret_keys_stand_in_for_repository_settings() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("s3keys");
+    let dir = TestDir::new("s3keys");
+    let seg = fresh_segment(&dir, "a");
+    // Only what a CloudNativePG object-store Secret holds, plus the CA and
+    // the server name.
+    let env: Vec<(String, String)> = vec![
+        ("S3_BUCKET".into(), bucket.clone()),
+        ("S3_PATH".into(), "/team/prod/".into()),
+        ("S3_ENDPOINT".into(), rgw.endpoint.clone()),
+        ("S3_REGION".into(), rgw.region.clone()),
+        ("S3_ACCESS_KEY_ID".into(), rgw.access_key.clone()),
+        ("S3_SECRET_ACCESS_KEY".into(), rgw.secret_key.clone()),
+        ("PITR_CA_BUNDLE".into(), rgw.ca.clone()),
+        ("PITR_SERVER_NAME".into(), "main".into()),
+    ];
+    let r = push(&env, &seg, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let key = format!("team/prod/main/wals/{}/{SEG1}.gz", &SEG1[..16]);
+    assert!(
+        rgw.keys(&bucket, "team/").contains(&key),
+        "{:?}",
+        rgw.keys(&bucket, "")
+    );
+    // Flags still win over the Secret's keys.
+    let mut flagged = env.clone();
+    flagged.push(("PITR_REPO".into(), format!("s3://{bucket}/other")));
+    assert_eq!(push(&flagged, &seg, &[]).code, 0);
+    assert!(rgw
+        .keys(&bucket, "other/main/wals/")
+        .iter()
+        .any(|k| k.ends_with(".gz")));
+}

@@ -128,12 +128,30 @@ impl RepoArgs {
                 ))
             })
         };
+        // The keys CloudNativePG users keep in their object-store Secret
+        // (S3_BUCKET, S3_PATH, S3_ENDPOINT, S3_REGION) stand in for unset flags.
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let repo = self.repo.clone().filter(|r| !r.is_empty()).or_else(|| {
+            env("S3_BUCKET").map(|b| match env("S3_PATH") {
+                Some(p) => format!("s3://{b}/{}", p.trim_matches('/')),
+                None => format!("s3://{b}"),
+            })
+        });
+        let endpoint_url = self
+            .endpoint_url
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| env("S3_ENDPOINT"));
+        let region = match (self.region.as_str(), env("S3_REGION")) {
+            ("us-east-1", Some(r)) if std::env::var_os("PITR_REGION").is_none() => r,
+            (r, _) => r.to_string(),
+        };
         Ok(RepoConfig {
-            location: required(&self.repo, "--repo / PITR_REPO")?.parse()?,
+            location: required(&repo, "--repo / PITR_REPO (or S3_BUCKET)")?.parse()?,
             server_name: required(&self.server_name, "--server-name / PITR_SERVER_NAME")?,
             s3: S3Settings {
-                endpoint_url: self.endpoint_url.clone().filter(|s| !s.is_empty()),
-                region: self.region.clone(),
+                endpoint_url,
+                region,
                 ca_bundle: self.ca_bundle.clone(),
                 credentials: S3Credentials::from_env(),
                 sse,
