@@ -58,6 +58,22 @@ fn recovering_cluster(rgw: &Rgw, bucket: &str, own_server: &str) -> Value {
     })
 }
 
+/// The origin cluster: a PostgreSQL archiving through its own sidecar into
+/// `bucket` under server name `origin`.
+fn origin(rgw: &Rgw, bucket: &str, dir: &TestDir) -> (Pg, Sidecar) {
+    let origin_json = dir.join("origin.json");
+    write_json(&origin_json, &cluster_json("origin", params(rgw, bucket)));
+    let data = dir.join("data");
+    let sidecar = Sidecar::start(dir, "instance", &sidecar_env(rgw, &data, "origin-1"));
+    let mut pg = Pg::init(data.clone());
+    pg.conf(&format!(
+        "archive_mode = on\narchive_command = '{} wal-archive %p'\n",
+        manager_bin().display()
+    ));
+    pg.start(&sidecar.manager_env(&origin_json, &data));
+    (pg, sidecar)
+}
+
 struct Quiet;
 
 impl Progress for Quiet {
@@ -107,16 +123,7 @@ fn a_recovery_job_restores_a_backup_and_replays_through_the_sidecar() {
     let dir = TestDir::new("cnpg-job");
 
     // The origin cluster archives through its sidecar; pitr backs it up.
-    let origin_json = dir.join("origin.json");
-    write_json(&origin_json, &cluster_json("origin", params(&rgw, &bucket)));
-    let data = dir.join("data");
-    let origin_sidecar = Sidecar::start(&dir, "instance", &sidecar_env(&rgw, &data, "origin-1"));
-    let mut pg = Pg::init(data.clone());
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-archive %p'\n",
-        manager_bin().display()
-    ));
-    pg.start(&origin_sidecar.manager_env(&origin_json, &data));
+    let (mut pg, _origin_sidecar) = origin(&rgw, &bucket, &dir);
     pg.sql("create table t (id int primary key, note text)");
     pg.sql("insert into t select g, 'before' from generate_series(1, 100) g");
     backup(&rgw, &bucket, "origin", &pg.conninfo());
@@ -202,16 +209,7 @@ fn a_recovery_to_a_target_time_lands_between_two_commits_and_an_unreachable_one_
     let rgw = Rgw::from_env();
     let bucket = rgw.new_bucket("cnpg-pitr");
     let dir = TestDir::new("cnpg-pitr");
-    let origin_json = dir.join("origin.json");
-    write_json(&origin_json, &cluster_json("origin", params(&rgw, &bucket)));
-    let data = dir.join("data");
-    let origin_sidecar = Sidecar::start(&dir, "instance", &sidecar_env(&rgw, &data, "origin-1"));
-    let mut pg = Pg::init(data.clone());
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-archive %p'\n",
-        manager_bin().display()
-    ));
-    pg.start(&origin_sidecar.manager_env(&origin_json, &data));
+    let (mut pg, _origin_sidecar) = origin(&rgw, &bucket, &dir);
     pg.sql("create table t (id int primary key)");
     backup(&rgw, &bucket, "origin", &pg.conninfo());
     // Two commits a second apart; the target lies between them.

@@ -132,6 +132,39 @@ impl S3Store {
         })
     }
 
+    /// One level under `prefix` (a listing with `/` as the delimiter): the
+    /// objects directly there, and the "directories" below it.
+    async fn list_one_level(&self, prefix: &str) -> Result<(Vec<ObjectInfo>, Vec<String>)> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let (mut objects, mut dirs) = (Vec::new(), Vec::new());
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| to_error(e, "LIST", prefix, &self.target()))?;
+            debug!(
+                "store request: LIST {prefix} (one level): {} keys, {} directories",
+                page.contents().len(),
+                page.common_prefixes().len()
+            );
+            for o in page.contents() {
+                if let Some(key) = o.key() {
+                    objects.push(listed(key, o.size(), o.last_modified()));
+                }
+            }
+            dirs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
+        }
+        Ok((objects, dirs))
+    }
+
     fn target(&self) -> Target<'_> {
         Target {
             endpoint: &self.endpoint,
@@ -295,55 +328,13 @@ impl ObjectStore for S3Store {
     }
 
     async fn list_shallow(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| to_error(e, "LIST", prefix, &self.target()))?;
-            debug!(
-                "store request: LIST {prefix} (shallow): {} keys, {} directories",
-                page.contents().len(),
-                page.common_prefixes().len()
-            );
-            for o in page.contents() {
-                if let Some(key) = o.key() {
-                    out.push(listed(key, o.size(), o.last_modified()));
-                }
-            }
-        }
-        Ok(out)
+        Ok(self.list_one_level(prefix).await?.0)
     }
 
     async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| to_error(e, "LIST", prefix, &self.target()))?;
-            debug!(
-                "store request: LIST {prefix} (directories): {} directories",
-                page.common_prefixes().len()
-            );
-            out.extend(
-                page.common_prefixes()
-                    .iter()
-                    .filter_map(|p| p.prefix().map(str::to_string)),
-            );
-        }
-        out.sort();
-        Ok(out)
+        let mut dirs = self.list_one_level(prefix).await?.1;
+        dirs.sort();
+        Ok(dirs)
     }
 
     async fn any_under(&self, prefix: &str) -> Result<bool> {
