@@ -392,6 +392,7 @@ mod tests {
         let opts = PutOptions {
             if_absent: true,
             metadata: [("a".to_string(), "1".to_string())].into(),
+            ..Default::default()
         };
         let k = "srv/wals/0000000100000000/000000010000000000000001.gz";
         assert_eq!(

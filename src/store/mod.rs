@@ -42,6 +42,9 @@ pub struct PutOptions {
     /// carries its late metadata (checksum, size).
     pub if_absent: bool,
     pub metadata: Metadata,
+    /// The stored size expected, if known (a WAL file's size): the writer
+    /// sizes its buffer once instead of growing it.
+    pub size_hint: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -407,6 +407,22 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// Appends `data` to `buf`, growing it by doubling but never past what the
+/// object or part can need (`hint`, the largest size expected, then
+/// `limit`): a 32 MiB part holds 32 MiB, not a 64 MiB allocation, and a
+/// 16 MiB WAL segment that does not compress is not given 32 MiB.
+fn append(buf: &mut BytesMut, data: &[u8], hint: Option<usize>, limit: usize) {
+    let needed = buf.len() + data.len();
+    if needed > buf.capacity() {
+        let ceiling = hint.unwrap_or(limit).min(limit).max(needed);
+        let cap = buf.capacity().saturating_mul(2).max(needed).min(ceiling);
+        let mut bigger = BytesMut::with_capacity(cap);
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(data);
+}
+
 /// Parts uploading at once: the next part is read and encoded while the
 /// previous ones travel (memory: this many parts plus the one filling).
 const PARTS_IN_FLIGHT: usize = 2;
@@ -521,7 +537,11 @@ impl S3Writer {
 #[async_trait]
 impl ObjectWriter for S3Writer {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        self.buf.extend_from_slice(&data);
+        let limit = match self.opts.if_absent {
+            true => MAX_CONDITIONAL_PUT,
+            false => self.store.part_size + data.len(),
+        };
+        append(&mut self.buf, &data, self.opts.size_hint, limit);
         if self.opts.if_absent {
             // Never multipart: one atomic conditional PUT at finish.
             if self.buf.len() > MAX_CONDITIONAL_PUT {
@@ -539,6 +559,15 @@ impl ObjectWriter for S3Writer {
                 self.start_multipart().await?;
             }
             let part = self.buf.split_to(self.store.part_size).freeze();
+            // The part keeps its allocation; what follows it moves to a new one,
+            // so a part in flight pins exactly one part's memory.
+            let tail = std::mem::take(&mut self.buf);
+            append(
+                &mut self.buf,
+                &tail,
+                None,
+                self.store.part_size + tail.len(),
+            );
             if let Err(e) = self.send_part(part).await {
                 let _ = abort_upload(&self.store, &self.key, self.upload.take()).await;
                 return Err(e);
@@ -673,6 +702,25 @@ mod tests {
         w.write(chunk.clone()).await.unwrap();
         let e = w.write(chunk).await.unwrap_err();
         assert!(e.to_string().contains("CreateMultipartUpload"), "{e}");
+    }
+
+    #[test]
+    fn buffers_grow_to_what_the_object_needs_not_beyond() {
+        let mut buf = BytesMut::new();
+        let chunk = vec![1u8; 1 << 20];
+        // A 16 MiB segment that does not compress, with a 17 MiB hint.
+        for _ in 0..16 {
+            append(&mut buf, &chunk, Some(17 << 20), MAX_CONDITIONAL_PUT);
+        }
+        append(&mut buf, &[2u8; 100], Some(17 << 20), MAX_CONDITIONAL_PUT);
+        assert!(buf.capacity() <= 17 << 20, "{}", buf.capacity());
+        assert_eq!(buf.len(), (16 << 20) + 100);
+        // A part never grows past the part size plus the chunk being added.
+        let mut part = BytesMut::new();
+        for _ in 0..33 {
+            append(&mut part, &chunk, None, (32 << 20) + chunk.len());
+        }
+        assert!(part.capacity() <= (33 << 20), "{}", part.capacity());
     }
 
     #[tokio::test]

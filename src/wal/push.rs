@@ -72,8 +72,14 @@ pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
     }
 
     let key = repo.layout.wal_key(&name, repo.codec.compression.suffix());
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot stat {what}"), e))?
+        .len();
     let opts = PutOptions {
         if_absent: true,
+        // Compressed WAL is smaller; encryption adds a little per chunk.
+        size_hint: Some(size as usize + size as usize / 64 + 4096),
         ..Default::default()
     };
     let report =
