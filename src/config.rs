@@ -168,8 +168,10 @@ pub struct S3Settings {
     pub request_attempts: u32,
 }
 
-/// S3 objects up to this size go in one PUT; larger ones in parts of this size.
-pub const DEFAULT_PART_SIZE: usize = 32 << 20;
+/// S3 objects up to this size go in one PUT; larger ones in parts of this
+/// size (grown for very large objects, see `PutOptions::size_hint`). Two
+/// parts travel while a third fills, so this bounds a backup's memory.
+pub const DEFAULT_PART_SIZE: usize = 16 << 20;
 
 /// Attempts per store request unless a command says otherwise.
 pub const DEFAULT_REQUEST_ATTEMPTS: u32 = 3;

@@ -16,7 +16,7 @@
 //! | `sseKmsKeyId` | - | KMS key for `aws:kms` |
 //! | `compression` | `gzip` | `gzip` or `none` |
 //! | `caFile` | `$PITR_CA_BUNDLE` | PEM CA bundle inside the sidecar |
-//! | `s3PartSizeMiB` | 32 | multipart part size, 5-5120 |
+//! | `s3PartSizeMiB` | 16 | multipart part size, 5-5120 |
 //! | `restoreRetries` | 5 | retries of a failed restore within one call |
 //! | `restoreRetryWaitSeconds` | 1 | wait before the first retry, doubling |
 //! | `backupConnection` | the PG* environment, user postgres | conninfo for backups |
@@ -106,7 +106,7 @@ pub mod param {
 
 /// Defaults.
 pub const DEFAULT_REGION: &str = "us-east-1";
-pub const DEFAULT_PART_SIZE_MIB: u32 = 32;
+pub const DEFAULT_PART_SIZE_MIB: u32 = 16;
 pub const DEFAULT_RESTORE_RETRIES: u32 = 5;
 pub const DEFAULT_RESTORE_RETRY_WAIT: Duration = Duration::from_secs(1);
 /// Files archived at once: the one asked for and the next ready ones.
@@ -742,7 +742,7 @@ mod tests {
         assert_eq!(s.repo.endpoint_url, None);
         assert_eq!(s.repo.sse, Sse::None);
         assert_eq!(s.repo.compression, Compression::Gzip { level: 1 });
-        assert_eq!(s.repo.part_size, 32 << 20);
+        assert_eq!(s.repo.part_size, 16 << 20);
         assert_eq!(s.restore_retry.attempts, 6);
         assert_eq!(s.restore_retry.first_wait, Duration::from_secs(1));
     }

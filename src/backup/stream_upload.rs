@@ -26,6 +26,7 @@ pub(super) async fn store_stream(
     stream: &mut BaseBackupStream<'_>,
     mut scanner: Option<&mut TarWalker<Capture>>,
     progress: &dyn Progress,
+    expected_size: Option<usize>,
 ) -> Result<(UploadReport, Option<BackupEvent>)> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     let upload = transfer::upload(
@@ -33,7 +34,10 @@ pub(super) async fn store_stream(
         key,
         &repo.codec,
         ChannelReader::new(rx),
-        PutOptions::default(),
+        PutOptions {
+            size_hint: expected_size,
+            ..Default::default()
+        },
         key,
     );
     let pump = async move {

@@ -146,6 +146,8 @@ async fn stream_backup(
     let mut stream = conn.base_backup(&opts).await?;
     let mut objects = Vec::new();
     let mut locations: Vec<(u32, String)> = Vec::new();
+    // The server's size estimate of each archive (None: PGDATA's).
+    let mut estimates: BTreeMap<Option<u32>, u64> = BTreeMap::new();
     let mut event = stream.next().await?;
     loop {
         match event {
@@ -163,6 +165,10 @@ async fn stream_backup(
             }
             Some(BackupEvent::Tablespaces(list)) => {
                 progress.total(list.iter().filter_map(|t| t.size_bytes).sum());
+                estimates = list
+                    .iter()
+                    .filter_map(|t| Some((t.oid, t.size_bytes?)))
+                    .collect();
                 locations = list
                     .iter()
                     .filter_map(|t| Some((t.oid?, t.location.clone()?)))
@@ -192,8 +198,17 @@ async fn stream_backup(
                     )
                 };
                 let mut scanner = TarWalker::new(&key, Capture::new(&["backup_label"]));
-                let (report, next) =
-                    store_stream(repo, &key, &mut stream, Some(&mut scanner), progress).await?;
+                // Room for a database that grows while the backup runs.
+                let expected = estimates.get(&oid).map(|b| (b + b / 4) as usize);
+                let (report, next) = store_stream(
+                    repo,
+                    &key,
+                    &mut stream,
+                    Some(&mut scanner),
+                    progress,
+                    expected,
+                )
+                .await?;
                 if kind == ObjectKind::Data {
                     info.backup_label = scanner.visitor.text("backup_label");
                 }
@@ -202,7 +217,8 @@ async fn stream_backup(
             }
             Some(BackupEvent::ManifestStart) => {
                 let key = repo.layout.backup_manifest_key(&id, suffix);
-                let (report, next) = store_stream(repo, &key, &mut stream, None, progress).await?;
+                let (report, next) =
+                    store_stream(repo, &key, &mut stream, None, progress, None).await?;
                 objects.push(stored(key, ObjectKind::Manifest, None, &report));
                 event = next;
             }

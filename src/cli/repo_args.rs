@@ -36,8 +36,9 @@ pub struct RepoArgs {
     #[arg(long, global = true, env = "PITR_S3_VIRTUAL_HOST_STYLE")]
     pub virtual_host_style: bool,
 
-    /// S3 multipart part size in MiB (5-5120): bigger for databases over 300 GiB
-    #[arg(long, global = true, env = "PITR_S3_PART_SIZE", default_value_t = 32,
+    /// S3 multipart part size in MiB (5-5120); a base backup larger than
+    /// 8,000 parts of it gets larger parts by itself (memory: about 3 parts)
+    #[arg(long, global = true, env = "PITR_S3_PART_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(5..=5120))]
     pub s3_part_size: u32,
 

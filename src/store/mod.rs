@@ -42,8 +42,10 @@ pub struct PutOptions {
     /// carries its late metadata (checksum, size).
     pub if_absent: bool,
     pub metadata: Metadata,
-    /// The stored size expected, if known (a WAL file's size): the writer
-    /// sizes its buffer once instead of growing it.
+    /// The most the stored object is expected to hold, if known (a WAL
+    /// file's size, a base backup's estimate): bounds the writer's buffer,
+    /// and raises the S3 part size above the default when the object would
+    /// otherwise need more than S3's 10,000 parts.
     pub size_hint: Option<usize>,
 }
 

@@ -400,11 +400,28 @@ impl ObjectStore for S3Store {
                 part_size: self.part_size,
             },
             key: key.to_string(),
+            part_size: part_size_for(self.part_size, opts.size_hint),
             opts,
             buf: BytesMut::new(),
             upload: None,
         }))
     }
+}
+
+/// S3 allows 10,000 parts; pitr plans for 8,000 to leave room for an
+/// estimate that falls short.
+const PLANNED_PARTS: usize = 8_000;
+
+/// The part size for an object expected to hold up to `hint` bytes: the
+/// store's (small parts keep memory low: two parts travel while a third
+/// fills), or, for an object that would need more than 8,000 of them, the
+/// next whole MiB that fits it in 8,000 (S3's maximum part is 5 GiB).
+fn part_size_for(default: usize, hint: Option<usize>) -> usize {
+    let needed = hint
+        .unwrap_or(0)
+        .div_ceil(PLANNED_PARTS)
+        .next_multiple_of(1 << 20);
+    default.max(needed).min(5 << 30)
 }
 
 /// Appends `data` to `buf`, growing it by doubling but never past what the
@@ -454,6 +471,8 @@ impl Multipart {
 struct S3Writer {
     store: S3Store,
     key: String,
+    /// This object's part size: the store's, or larger for a big object.
+    part_size: usize,
     opts: PutOptions,
     buf: BytesMut,
     upload: Option<Multipart>,
@@ -539,7 +558,7 @@ impl ObjectWriter for S3Writer {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         let limit = match self.opts.if_absent {
             true => MAX_CONDITIONAL_PUT,
-            false => self.store.part_size + data.len(),
+            false => self.part_size + data.len(),
         };
         append(&mut self.buf, &data, self.opts.size_hint, limit);
         if self.opts.if_absent {
@@ -554,20 +573,15 @@ impl ObjectWriter for S3Writer {
             }
             return Ok(());
         }
-        while self.buf.len() > self.store.part_size {
+        while self.buf.len() > self.part_size {
             if self.upload.is_none() {
                 self.start_multipart().await?;
             }
-            let part = self.buf.split_to(self.store.part_size).freeze();
+            let part = self.buf.split_to(self.part_size).freeze();
             // The part keeps its allocation; what follows it moves to a new one,
             // so a part in flight pins exactly one part's memory.
             let tail = std::mem::take(&mut self.buf);
-            append(
-                &mut self.buf,
-                &tail,
-                None,
-                self.store.part_size + tail.len(),
-            );
+            append(&mut self.buf, &tail, None, self.part_size + tail.len());
             if let Err(e) = self.send_part(part).await {
                 let _ = abort_upload(&self.store, &self.key, self.upload.take()).await;
                 return Err(e);
@@ -702,6 +716,16 @@ mod tests {
         w.write(chunk.clone()).await.unwrap();
         let e = w.write(chunk).await.unwrap_err();
         assert!(e.to_string().contains("CreateMultipartUpload"), "{e}");
+    }
+
+    #[test]
+    fn parts_grow_only_for_objects_that_would_need_too_many() {
+        let mib = 1 << 20;
+        assert_eq!(part_size_for(16 * mib, None), 16 * mib);
+        assert_eq!(part_size_for(16 * mib, Some(100 * 1024 * mib)), 16 * mib);
+        // 1 TiB in 8,000 parts: 132 MiB each (131.07 rounded up).
+        assert_eq!(part_size_for(16 * mib, Some(1 << 40)), 132 * mib);
+        assert_eq!(part_size_for(16 * mib, Some(usize::MAX / 2)), 5 << 30);
     }
 
     #[test]
