@@ -578,17 +578,17 @@ impl ObjectWriter for S3Writer {
                 self.start_multipart().await?;
             }
             let part = self.buf.split_to(self.part_size).freeze();
-            // The part keeps its allocation; what follows it moves to a new
-            // one, sized for a whole part at once (a multipart upload is
-            // under way): no part pins another's memory, and no buffer is
-            // copied while it grows.
+            // What follows the part still shares its allocation; it moves
+            // to a new buffer, sized for a whole part, only once the part
+            // has a place among those in flight: no more than the parts in
+            // flight and the one filling are ever held.
             let tail = std::mem::take(&mut self.buf);
-            self.buf = BytesMut::with_capacity(self.part_size + tail.len().max(1 << 20));
-            self.buf.extend_from_slice(&tail);
             if let Err(e) = self.send_part(part).await {
                 let _ = abort_upload(&self.store, &self.key, self.upload.take()).await;
                 return Err(e);
             }
+            self.buf = BytesMut::with_capacity(self.part_size + tail.len().max(1 << 20));
+            self.buf.extend_from_slice(&tail);
         }
         Ok(())
     }
