@@ -154,6 +154,8 @@ impl Backup for BackupService {
         request: Request<BackupRequest>,
     ) -> Result<Response<BackupResult>, Status> {
         let req = request.into_inner();
+        // Start from what the backup needs, not from what WAL work left.
+        crate::memory::release_freed();
         let invalid = |e: settings::SettingsError| Status::invalid_argument(e.0);
         let cluster = Cluster::parse(&req.cluster_definition).map_err(invalid)?;
         let resource = backup_resource_name(&req.backup_definition)?;

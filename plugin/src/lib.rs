@@ -12,6 +12,7 @@ pub mod backup;
 pub mod convert;
 pub mod identity;
 pub mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod operator_tls;
 pub mod proto;

@@ -238,6 +238,7 @@ impl Metrics {
                 _ = self.wake.notified() => {}
             }
             self.refresh().await;
+            crate::memory::release_freed();
         }
     }
 
