@@ -48,7 +48,7 @@ build_pitr() {
 
 # Restarts radosgw (only it, by its pid file) with tcp_nodelay=1 on the
 # beast frontend, and waits until the S3 API answers again. Reads RGW_DIR
-# and the PITR_TEST_S3_* of its env.sh. (bench/restore.sh has its own copy.)
+# and the PITR_TEST_S3_* of its env.sh.
 restart_rgw_nodelay() {
     local name=client.rgw.pitr pid i code=""
     pid=$(<"$RGW_DIR/run/$name.pid")

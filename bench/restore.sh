@@ -116,26 +116,7 @@ start_rgw() {
     done
 }
 
-# Restarts radosgw (only it, by its pid file) with tcp_nodelay=1 on the
-# beast frontend, and waits until the S3 API answers again.
-restart_rgw_nodelay() {
-    local name=client.rgw.pitr pid i code=""
-    pid=$(<"$RGW_DIR/run/$name.pid")
-    kill -TERM "$pid"
-    for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    sed -i '/^rgw frontends = beast/ s/$/ tcp_nodelay=1/' "$RGW_DIR/ceph.conf"
-    CEPH_CONF=$RGW_DIR/ceph.conf radosgw -c "$RGW_DIR/ceph.conf" -n "$name"
-    for ((i = 0; i < 300; i++)); do
-        code=$(curl -sS --cacert "$PITR_TEST_S3_CA" --aws-sigv4 "aws:amz:$PITR_TEST_S3_REGION:s3" \
-            --user "$PITR_TEST_S3_ACCESS_KEY:$PITR_TEST_S3_SECRET_KEY" \
-            -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o /dev/null \
-            -w '%{http_code}' "$PITR_TEST_S3_ENDPOINT/" 2>/dev/null) || true
-        [[ $code == 200 ]] && break
-        sleep 0.2
-    done
-    [[ $code == 200 ]] || die "radosgw did not come back with tcp_nodelay=1 (status '$code')"
-    log "radosgw restarted with tcp_nodelay=1"
-}
+# restart_rgw_nodelay comes from bench/lib.sh.
 
 ensure_barman() {
     bash "$SUPPORT/barman-venv.sh" "$BARMAN_VENV" >/dev/null

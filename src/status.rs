@@ -121,24 +121,13 @@ pub async fn archive_tip(repo: &Repo) -> Result<Option<ArchiveTip>> {
 mod tests {
     use super::*;
     use crate::backup::info::BackupInfo;
-    use crate::codec::Compression;
-    use crate::config::{RepoConfig, RepoLocation, S3Settings};
     use crate::wal::push::push;
     use crate::wal::test_segments::write_segment;
 
     #[tokio::test]
     async fn the_tip_is_the_newest_segment_of_the_newest_timeline() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repo::create(&RepoConfig {
-            location: RepoLocation::Fs {
-                root: dir.path().join("repo"),
-            },
-            server_name: "main".into(),
-            s3: S3Settings::default(),
-            compression: Compression::Gzip { level: 1 },
-            encryption_key_file: None,
-        })
-        .unwrap();
+        let repo = crate::wal::test_segments::fs_repo(&dir.path().join("repo"));
         assert_eq!(archive_tip(&repo).await.unwrap(), None);
         let wal = dir.path().join("wal");
         std::fs::create_dir_all(&wal).unwrap();

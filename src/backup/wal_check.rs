@@ -88,24 +88,13 @@ pub async fn require_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Compression;
-    use crate::config::{RepoConfig, RepoLocation, S3Settings};
     use crate::wal::push::push;
     use crate::wal::test_segments::{write_segment, TEST_SEGMENT_SIZE};
 
     #[tokio::test]
     async fn only_whole_segments_count_and_every_missing_one_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repo::create(&RepoConfig {
-            location: RepoLocation::Fs {
-                root: dir.path().join("repo"),
-            },
-            server_name: "main".into(),
-            s3: S3Settings::default(),
-            compression: Compression::Gzip { level: 1 },
-            encryption_key_file: None,
-        })
-        .unwrap();
+        let repo = crate::wal::test_segments::fs_repo(&dir.path().join("repo"));
         let wal = dir.path().join("wal");
         std::fs::create_dir_all(&wal).unwrap();
         for n in [1, 2, 5] {

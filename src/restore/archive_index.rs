@@ -139,8 +139,6 @@ impl ArchiveIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Compression;
-    use crate::config::{RepoConfig, RepoLocation, S3Settings};
     use crate::store::PutOptions;
 
     fn seg(tli: u32, log: u32, seg: u32) -> SegmentName {
@@ -154,16 +152,7 @@ mod tests {
     #[tokio::test]
     async fn lists_only_from_the_floor_and_always_every_history_file() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repo::create(&RepoConfig {
-            location: RepoLocation::Fs {
-                root: dir.path().to_path_buf(),
-            },
-            server_name: "main".into(),
-            s3: S3Settings::default(),
-            compression: Compression::Gzip { level: 1 },
-            encryption_key_file: None,
-        })
-        .unwrap();
+        let repo = crate::wal::test_segments::fs_repo(dir.path());
         let put = |key: String| {
             let store = &repo.store;
             async move {

@@ -243,8 +243,6 @@ pub async fn prefetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Compression;
-    use crate::config::{RepoConfig, RepoLocation, S3Settings};
     use crate::wal::push::push;
     use crate::wal::test_segments::{write_segment, TEST_SEGMENT_SIZE};
     use crate::wal::TimelineId;
@@ -254,16 +252,7 @@ mod tests {
     }
 
     async fn archive(dir: &Path, numbers: &[u64]) -> Repo {
-        let repo = Repo::create(&RepoConfig {
-            location: RepoLocation::Fs {
-                root: dir.join("repo"),
-            },
-            server_name: "main".into(),
-            s3: S3Settings::default(),
-            compression: Compression::Gzip { level: 1 },
-            encryption_key_file: None,
-        })
-        .unwrap();
+        let repo = crate::wal::test_segments::fs_repo(&dir.join("repo"));
         let wal = dir.join("wal");
         fs::create_dir_all(&wal).unwrap();
         for n in numbers {

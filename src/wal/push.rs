@@ -166,22 +166,11 @@ async fn stored_sha256(repo: &Repo, name: &WalFileName, existing: &ObjectInfo) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Compression;
-    use crate::config::{RepoConfig, RepoLocation, S3Settings};
     use crate::error::ErrorKind;
     use crate::wal::test_segments::write_segment;
 
     fn repo(dir: &Path) -> Repo {
-        Repo::create(&RepoConfig {
-            location: RepoLocation::Fs {
-                root: dir.join("repo"),
-            },
-            server_name: "main".into(),
-            s3: S3Settings::default(),
-            compression: Compression::Gzip { level: 1 },
-            encryption_key_file: None,
-        })
-        .unwrap()
+        crate::wal::test_segments::fs_repo(&dir.join("repo"))
     }
 
     #[tokio::test]

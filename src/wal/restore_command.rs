@@ -135,21 +135,12 @@ pub async fn missing(repo: &Repo, name: &WalFileName) -> Result<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Compression;
-    use crate::config::{RepoConfig, RepoLocation, S3Settings};
+    use crate::config::RepoConfig;
     use crate::wal::push::push;
     use crate::wal::test_segments::write_segment;
 
     fn repo_at(root: &Path, server: &str) -> RepoConfig {
-        RepoConfig {
-            location: RepoLocation::Fs {
-                root: root.to_path_buf(),
-            },
-            server_name: server.into(),
-            s3: S3Settings::default(),
-            compression: Compression::Gzip { level: 1 },
-            encryption_key_file: None,
-        }
+        crate::wal::test_segments::fs_repo_config(root, server)
     }
 
     const FAST: RetryPolicy = RetryPolicy {

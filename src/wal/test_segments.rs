@@ -22,3 +22,22 @@ pub fn write_segment(dir: &Path, timeline: u32, number: u64, system: u64) -> Pat
     std::fs::write(&path, bytes).unwrap();
     path
 }
+
+/// Settings of a local-directory repository at `root` for server `server`
+/// (gzip level 1, no encryption), for unit tests.
+pub fn fs_repo_config(root: &Path, server: &str) -> crate::config::RepoConfig {
+    crate::config::RepoConfig {
+        location: crate::config::RepoLocation::Fs {
+            root: root.to_path_buf(),
+        },
+        server_name: server.into(),
+        s3: crate::config::S3Settings::default(),
+        compression: crate::codec::Compression::Gzip { level: 1 },
+        encryption_key_file: None,
+    }
+}
+
+/// A local-directory repository at `root` (created), server `main`.
+pub fn fs_repo(root: &Path) -> crate::repo::Repo {
+    crate::repo::Repo::create(&fs_repo_config(root, "main")).unwrap()
+}
