@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::pg::Pg;
 use common::s3::Rgw;
-use common::{pitr, pitr_bin, run, run_ok, TestDir};
+use common::{pitr, pitr_bin, run, TestDir};
 
 const SEGMENTS: usize = 120;
 
@@ -24,20 +24,7 @@ fn a_burst_is_drained_with_every_segment_stored_once() {
 
     // 1 MiB segments keep the burst small on disk.
     let data = dir.join("primary");
-    run_ok(
-        common::as_postgres(common::pg::bin_dir().join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "--wal-segsize",
-                "1",
-            ]),
-    );
+    common::pg::initdb_segsize(&data, 1);
     let mut pg = Pg::existing(data);
     // archive_mode on with no command: PostgreSQL keeps the .ready files.
     pg.conf(

@@ -545,20 +545,7 @@ fn wal_fetch_prefetches_the_next_segments() {
 /// The first segment of a cluster made with `initdb --wal-segsize 64`.
 fn big_segment(dir: &TestDir) -> std::path::PathBuf {
     let data = dir.join("initdb-64");
-    common::run_ok(
-        common::as_postgres(common::pg::bin_dir().join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "--wal-segsize",
-                "64",
-            ]),
-    );
+    common::pg::initdb_segsize(&data, 64);
     let out = dir.join("seg-64");
     std::fs::create_dir_all(&out).unwrap();
     let dst = out.join(SEG1);

@@ -122,7 +122,7 @@ impl WalService {
             Ok(PushOutcome::Stored {
                 key, stored_size, ..
             }) => info!("archived {} as {key} ({stored_size} bytes)", path.display()),
-            Ok(PushOutcome::AlreadyArchived { key }) => {
+            Ok(PushOutcome::AlreadyArchived { key, .. }) => {
                 info!("{} already archived as {key}", path.display())
             }
             Err(e) => return Err(fail(&e)),

@@ -115,7 +115,7 @@ pub async fn run(args: WalPushArgs, repo_args: &RepoArgs) -> u8 {
             info!("wal-push {shown}: stored as {key} ({plain_size} bytes, {stored_size} stored)");
             exit::OK
         }
-        Ok(PushOutcome::AlreadyArchived { key }) => {
+        Ok(PushOutcome::AlreadyArchived { key, .. }) => {
             info!("wal-push {shown}: already archived as {key} with the same content");
             exit::OK
         }

@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::push::{push, PushOutcome};
+use super::push::{push, sha256_of_file, PushOutcome};
 use super::WalFileName;
 use crate::error::{Error, Result};
 use crate::fsutil::{fsync_dir, temp_beside};
@@ -77,10 +76,10 @@ impl Markers {
         fsync_dir(&self.dir)
     }
 
-    /// The key `file` was stored under, if a marker says that exactly
-    /// these bytes were stored for `name` in this repository. Reads the
-    /// file when a marker exists.
-    pub fn stored_as(&self, name: &WalFileName, file: &Path) -> Result<Option<String>> {
+    /// The key and SHA-256 `file` was stored under, if a marker says that
+    /// exactly these bytes were stored for `name` in this repository. Reads
+    /// the file when a marker exists.
+    pub fn stored_as(&self, name: &WalFileName, file: &Path) -> Result<Option<(String, String)>> {
         let Ok(text) = fs::read(self.path(name)) else {
             return Ok(None);
         };
@@ -93,7 +92,8 @@ impl Markers {
         if marker.source != self.source || marker.size != size {
             return Ok(None);
         }
-        Ok((sha256_of(file)? == marker.sha256).then_some(marker.key))
+        let sha256 = sha256_of_file(file)?;
+        Ok((sha256 == marker.sha256).then_some((marker.key, sha256)))
     }
 
     /// Removes markers of files that are no longer in pg_wal (PostgreSQL
@@ -109,15 +109,6 @@ impl Markers {
             }
         }
     }
-}
-
-fn sha256_of(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path)
-        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher)
-        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The files PostgreSQL has marked ready to archive, other than `current`,
@@ -190,8 +181,8 @@ pub async fn push_one(repo: &Repo, markers: &Markers, path: &Path) -> Result<Pus
         .and_then(|n| n.to_str())
         .unwrap_or_default()
         .parse()?;
-    if let Some(key) = markers.stored_as(&name, path)? {
-        return Ok(PushOutcome::AlreadyArchived { key });
+    if let Some((key, sha256)) = markers.stored_as(&name, path)? {
+        return Ok(PushOutcome::AlreadyArchived { key, sha256 });
     }
     let outcome = push(repo, path).await?;
     let (key, sha256, size) = match &outcome {
@@ -201,11 +192,11 @@ pub async fn push_one(repo: &Repo, markers: &Markers, path: &Path) -> Result<Pus
             plain_size,
             ..
         } => (key.clone(), sha256.clone(), *plain_size),
-        PushOutcome::AlreadyArchived { key } => {
+        PushOutcome::AlreadyArchived { key, sha256 } => {
             let size = fs::metadata(path)
                 .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?
                 .len();
-            (key.clone(), sha256_of(path)?, size)
+            (key.clone(), sha256.clone(), size)
         }
     };
     markers
@@ -387,7 +378,7 @@ mod tests {
         let key = "main/wals/0000000100000000/000000010000000000000002.gz";
         fs::remove_file(dir.path().join("repo").join(key)).unwrap();
         match push_one(&repo, &markers, &two).await.unwrap() {
-            PushOutcome::AlreadyArchived { key: k } => assert_eq!(k, key),
+            PushOutcome::AlreadyArchived { key: k, .. } => assert_eq!(k, key),
             other => panic!("{other:?}"),
         }
 
@@ -412,6 +403,7 @@ mod tests {
             markers
                 .stored_as(&"000000010000000000000004".parse().unwrap(), &four)
                 .unwrap()
+                .map(|(key, _)| key)
                 .as_deref(),
             Some(key4)
         );

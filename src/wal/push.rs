@@ -29,7 +29,11 @@ pub enum PushOutcome {
         sha256: String,
     },
     /// An identical copy was already in the archive.
-    AlreadyArchived { key: String },
+    AlreadyArchived {
+        key: String,
+        /// Hex SHA-256 of the file (the same as the stored copy's).
+        sha256: String,
+    },
 }
 
 /// Archives the file at `path`; its file name must be a WAL file name.
@@ -41,6 +45,10 @@ pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
     let name: WalFileName = file_name.parse()?;
     let what = path.display().to_string();
     let mut file = File::open(path).map_err(|e| Error::io(format!("cannot open {what}"), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot stat {what}"), e))?
+        .len();
     if let WalFileName::Segment(seg) | WalFileName::Partial(seg) = name {
         let header = read_header(&mut file, &what)?;
         let seg_size = u64::from(header.segment_size);
@@ -53,10 +61,6 @@ pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
                 super::Lsn(expected)
             )));
         }
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(format!("cannot stat {what}"), e))?
-            .len();
         if len != seg_size {
             return Err(Error::Corrupt(format!(
                 "{what} is {len} bytes, but its segment size is {seg_size}: refusing a truncated segment"
@@ -72,14 +76,10 @@ pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
     }
 
     let key = repo.layout.wal_key(&name, repo.codec.compression.suffix());
-    let size = file
-        .metadata()
-        .map_err(|e| Error::io(format!("cannot stat {what}"), e))?
-        .len();
     let opts = PutOptions {
         if_absent: true,
         // Compressed WAL is smaller; encryption adds a little per chunk.
-        size_hint: Some(size as usize + size as usize / 64 + 4096),
+        size_hint: Some(len as usize + len as usize / 64 + 4096),
         ..Default::default()
     };
     let report =
@@ -114,7 +114,7 @@ fn read_header(file: &mut File, what: &str) -> Result<LongPageHeader> {
     LongPageHeader::parse(&buf[..filled], what)
 }
 
-fn sha256_of_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_of_file(path: &Path) -> Result<String> {
     let mut file =
         File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     let mut hasher = Sha256::new();
@@ -135,6 +135,7 @@ async fn compare(
     if stored.eq_ignore_ascii_case(local) {
         return Ok(PushOutcome::AlreadyArchived {
             key: existing.key.clone(),
+            sha256: local.to_string(),
         });
     }
     Err(Error::Conflict(format!(
@@ -186,7 +187,10 @@ mod tests {
         };
         assert_eq!(
             push(&repo, &seg).await.unwrap(),
-            PushOutcome::AlreadyArchived { key: key.clone() }
+            PushOutcome::AlreadyArchived {
+                key: key.clone(),
+                sha256: sha256_of_file(&seg).unwrap()
+            }
         );
         let stored = std::fs::read(dir.path().join("repo").join(&key)).unwrap();
 

@@ -27,11 +27,21 @@ pub fn initdb(data: &Path) {
 
 /// initdb from the server programs in `bin`.
 pub fn initdb_with(bin: &Path, data: &Path) {
+    initdb_args(bin, data, &[]);
+}
+
+/// initdb of a cluster with WAL segments of `mib` MiB.
+pub fn initdb_segsize(data: &Path, mib: u32) {
+    initdb_args(&bin_dir(), data, &["--wal-segsize", &mib.to_string()]);
+}
+
+fn initdb_args(bin: &Path, data: &Path, extra: &[&str]) {
     let mut initdb = as_postgres(bin.join("initdb"));
     initdb
         .arg("-D")
         .arg(data)
-        .args(["-A", "trust", "-U", "postgres", "--no-sync"]);
+        .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+        .args(extra);
     run_ok(&mut initdb);
 }
 
