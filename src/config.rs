@@ -90,6 +90,15 @@ impl fmt::Display for RepoLocation {
     }
 }
 
+/// The repository URL that the keys of a CloudNativePG object-store Secret
+/// name: `s3://$S3_BUCKET/$S3_PATH` (no prefix when S3_PATH is empty).
+pub fn repository_of_secret(bucket: &str, path: Option<&str>) -> String {
+    match path.unwrap_or("").trim_matches('/') {
+        "" => format!("s3://{bucket}"),
+        p => format!("s3://{bucket}/{p}"),
+    }
+}
+
 /// Server-side encryption requested from the S3 store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sse {

@@ -547,11 +547,7 @@ pub fn resolve(params: &Params, default_server: &str, env: &SidecarEnv) -> Resul
                     param::CREDENTIALS_SECRET
                 ))
             })?;
-            let path = env.s3_path.as_deref().unwrap_or("").trim_matches('/');
-            let url = match path {
-                "" => format!("s3://{bucket}"),
-                p => format!("s3://{bucket}/{p}"),
-            };
+            let url = pitr::config::repository_of_secret(bucket, env.s3_path.as_deref());
             url.parse::<RepoLocation>().map_err(|e| {
                 SettingsError(format!(
                     "S3_BUCKET / S3_PATH in the sidecar's environment make '{url}': {e}"

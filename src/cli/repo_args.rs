@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use pitr::codec::Compression;
-use pitr::config::{RepoConfig, S3Credentials, S3Settings, Sse};
+use pitr::config::{repository_of_secret, RepoConfig, S3Credentials, S3Settings, Sse};
 use pitr::error::{Error, Result};
 
 #[derive(Debug, Args)]
@@ -133,10 +133,7 @@ impl RepoArgs {
         // (S3_BUCKET, S3_PATH, S3_ENDPOINT, S3_REGION) stand in for unset flags.
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let repo = self.repo.clone().filter(|r| !r.is_empty()).or_else(|| {
-            env("S3_BUCKET").map(|b| match env("S3_PATH") {
-                Some(p) => format!("s3://{b}/{}", p.trim_matches('/')),
-                None => format!("s3://{b}"),
-            })
+            env("S3_BUCKET").map(|b| repository_of_secret(&b, env("S3_PATH").as_deref()))
         });
         let endpoint_url = self
             .endpoint_url
