@@ -9,6 +9,7 @@
 //! <prefix>/<server>/base/<backup-id>/<tablespace-oid>.tar[.gz]
 //! <prefix>/<server>/pitr/identity.json                      pitr's own, ignored by Barman
 //! <prefix>/<server>/pitr/backups/<backup-id>/backup_manifest.gz, pitr.json
+//! <prefix>/<server>/pitr/state/<kind>.json                  pitr's state records (crate::state)
 //! ```
 
 use crate::backup::BackupId;
@@ -228,6 +229,11 @@ impl Layout {
     /// pitr's details of a backup (objects, sizes, checksums, encoding).
     pub fn backup_details_key(&self, id: &BackupId) -> String {
         format!("{}pitr.json", self.pitr_backup_prefix(id))
+    }
+
+    /// One of pitr's state records (see [`crate::state`]).
+    pub fn state_key(&self, kind: &str) -> String {
+        format!("{}pitr/state/{kind}.json", self.root)
     }
 
     /// pitr's record of which database system this repository belongs to.
