@@ -231,6 +231,12 @@ impl Layout {
         format!("{}pitr.json", self.pitr_backup_prefix(id))
     }
 
+    /// The small object `wal-push` writes twice to learn whether the store
+    /// refuses to overwrite (see `wal::push_cache`).
+    pub fn conditional_probe_key(&self) -> String {
+        format!("{}pitr/conditional-put-probe", self.root)
+    }
+
     /// One of pitr's state records (see [`crate::state`]).
     pub fn state_key(&self, kind: &str) -> String {
         format!("{}pitr/state/{kind}.json", self.root)

@@ -28,6 +28,9 @@ pub struct Repo {
     pub(crate) codec: Codec,
     /// The identity record once read (see `wal::identity::cached`).
     pub(crate) identity_cache: tokio::sync::OnceCell<RepoIdentity>,
+    /// Held by the push that verifies the repository for a pg_wal's push
+    /// cache, so that concurrent pushes in one process verify it once.
+    pub(crate) push_verification: tokio::sync::Mutex<()>,
 }
 
 impl Repo {
@@ -64,6 +67,7 @@ impl Repo {
                 key,
             },
             identity_cache: tokio::sync::OnceCell::new(),
+            push_verification: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -86,6 +86,33 @@ fn a_burst_is_drained_with_every_segment_stored_once() {
             puts.get(key)
         );
     }
+    // Round trips: once a push verified the repository, later pushes from
+    // this pg_wal neither read identity.json again nor LIST a hash
+    // directory (the conditional PUT answers); only the first call.s
+    // push, which verifies and records what it verified (concurrent pushes
+    // wait for it), does.
+    let requests: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("store request: ").nth(1))
+        .collect();
+    let count = |pred: &dyn Fn(&str) -> bool| requests.iter().filter(|r| pred(r)).count();
+    let wal_lists = count(&|r| r.starts_with("LIST pg/main/wals/0"));
+    let identity_gets = count(&|r| r.starts_with("GET pg/main/pitr/identity.json"));
+    let wal_puts = count(&|r| r.starts_with("PUT pg/main/wals/"));
+    eprintln!(
+        "{} requests for {wal_puts} WAL PUTs: {wal_lists} hash-directory LISTs, \
+         {identity_gets} identity GETs",
+        requests.len()
+    );
+    assert!(
+        wal_lists <= 2,
+        "{wal_lists} hash-directory LISTs for {SEGMENTS} segments"
+    );
+    assert!(
+        identity_gets <= 2,
+        "{identity_gets} identity GETs for {SEGMENTS} segments"
+    );
+
     let ahead = log.matches("pushed ahead").count();
     assert!(
         ahead >= SEGMENTS / 2,

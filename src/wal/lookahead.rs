@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::push::{push, sha256_of_file, PushOutcome};
+use super::push::{push_remembering, sha256_of_file, PushOutcome};
+use super::push_cache::PushCache;
 use super::WalFileName;
 use crate::error::{Error, Result};
 use crate::fsutil::{fsync_dir, temp_beside};
@@ -50,6 +51,12 @@ impl Markers {
             dir: pg_wal.join(MARKERS),
             source: source.to_string(),
         }
+    }
+
+    /// What pushes from this pg_wal verified about the repository (kept in
+    /// the markers' directory).
+    pub fn push_cache(&self) -> PushCache {
+        PushCache::in_dir(&self.dir)
     }
 
     fn path(&self, name: &WalFileName) -> PathBuf {
@@ -104,6 +111,9 @@ impl Markers {
         };
         for e in entries.flatten() {
             let name = e.file_name();
+            if PushCache::is_its_file(&name) {
+                continue;
+            }
             if !pg_wal.join(&name).exists() {
                 let _ = fs::remove_file(e.path());
             }
@@ -184,7 +194,7 @@ pub async fn push_one(repo: &Repo, markers: &Markers, path: &Path) -> Result<Pus
     if let Some((key, sha256)) = markers.stored_as(&name, path)? {
         return Ok(PushOutcome::AlreadyArchived { key, sha256 });
     }
-    let outcome = push(repo, path).await?;
+    let outcome = push_remembering(repo, path, Some(&markers.push_cache())).await?;
     let (key, sha256, size) = match &outcome {
         PushOutcome::Stored {
             key,

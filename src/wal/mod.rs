@@ -11,6 +11,7 @@ pub mod name;
 pub mod page_header;
 pub mod prefetch;
 pub mod push;
+pub mod push_cache;
 pub mod records;
 pub mod restore_command;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::identity;
 use super::locate;
 use super::page_header::{LongPageHeader, LONG_HEADER_LEN};
+use super::push_cache::{honours_conditional_writes, PushCache, RepoFacts};
 use super::WalFileName;
 use crate::error::{Error, Result};
 use crate::repo::Repo;
@@ -38,6 +39,20 @@ pub enum PushOutcome {
 
 /// Archives the file at `path`; its file name must be a WAL file name.
 pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
+    push_remembering(repo, path, None).await
+}
+
+/// [`push`], with what earlier pushes from the same pg_wal verified: while
+/// `cache` vouches for this repository and database system, the identity
+/// is not read again and, on a store that honours conditional writes, a
+/// segment goes up in one conditional PUT without the LIST of its hash
+/// directory (the LIST stays for history, backup-label and partial files,
+/// whose copies may exist under another name or compression).
+pub async fn push_remembering(
+    repo: &Repo,
+    path: &Path,
+    cache: Option<&PushCache>,
+) -> Result<PushOutcome> {
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -49,6 +64,7 @@ pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
         .metadata()
         .map_err(|e| Error::io(format!("cannot stat {what}"), e))?
         .len();
+    let mut skip_lookup = false;
     if let WalFileName::Segment(seg) | WalFileName::Partial(seg) = name {
         let header = read_header(&mut file, &what)?;
         let seg_size = u64::from(header.segment_size);
@@ -66,11 +82,42 @@ pub async fn push(repo: &Repo, path: &Path) -> Result<PushOutcome> {
                 "{what} is {len} bytes, but its segment size is {seg_size}: refusing a truncated segment"
             )));
         }
-        identity::ensure(repo, header.system_identifier, seg_size, &what).await?;
+        let vouched = || {
+            cache.and_then(|c| c.load()).filter(|f| {
+                f.vouch_for(repo, header.system_identifier, seg_size, chrono::Utc::now())
+            })
+        };
+        // Concurrent pushes (look-ahead) verify once: the others wait, then
+        // find the record the first one wrote.
+        let _verifying = match (vouched(), cache) {
+            (None, Some(_)) => Some(repo.push_verification.lock().await),
+            _ => None,
+        };
+        match vouched() {
+            Some(facts) => {
+                skip_lookup = facts.conditional_writes && matches!(name, WalFileName::Segment(_))
+            }
+            None => {
+                identity::ensure(repo, header.system_identifier, seg_size, &what).await?;
+                if let Some(cache) = cache {
+                    let conditional = honours_conditional_writes(repo).await?;
+                    cache.store(&RepoFacts::of(
+                        repo,
+                        header.system_identifier,
+                        seg_size,
+                        conditional,
+                    ));
+                }
+            }
+        }
         file = File::open(path).map_err(|e| Error::io(format!("cannot open {what}"), e))?;
     }
 
-    if let Some(existing) = locate::stored_copies(repo, &name).await?.into_iter().next() {
+    let existing = match skip_lookup {
+        true => None,
+        false => locate::stored_copies(repo, &name).await?.into_iter().next(),
+    };
+    if let Some(existing) = existing {
         let local = sha256_of_file(path)?;
         return compare(repo, &name, &existing, &local, &what).await;
     }
@@ -209,6 +256,62 @@ mod tests {
             stored,
             "the stored object is left alone"
         );
+    }
+
+    #[tokio::test]
+    async fn a_push_vouched_for_by_the_cache_still_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let wal = dir.path().join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        let cache = PushCache::in_dir(&wal.join(".pitr-archived"));
+        let first = push_remembering(&repo, &write_segment(&wal, 1, 1, 11), Some(&cache))
+            .await
+            .unwrap();
+        assert!(matches!(first, PushOutcome::Stored { .. }), "{first:?}");
+        let facts = cache
+            .load()
+            .expect("the first push records what it verified");
+        assert!(facts.conditional_writes);
+
+        // Vouched for: no identity read, no lookup; the conditional PUT
+        // alone decides, and the rules hold.
+        let seg = write_segment(&wal, 1, 2, 11);
+        let PushOutcome::Stored { key, .. } =
+            push_remembering(&repo, &seg, Some(&cache)).await.unwrap()
+        else {
+            panic!("not stored")
+        };
+        let again = push_remembering(&repo, &seg, Some(&cache)).await.unwrap();
+        assert!(
+            matches!(again, PushOutcome::AlreadyArchived { .. }),
+            "{again:?}"
+        );
+        let stored = std::fs::read(dir.path().join("repo").join(&key)).unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[200_000] ^= 0xFF;
+        let other_dir = dir.path().join("other");
+        std::fs::create_dir_all(&other_dir).unwrap();
+        let other = other_dir.join(seg.file_name().unwrap());
+        std::fs::write(&other, bytes).unwrap();
+        let e = push_remembering(&repo, &other, Some(&cache))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert_eq!(
+            std::fs::read(dir.path().join("repo").join(&key)).unwrap(),
+            stored
+        );
+
+        // Another database system is not vouched for: the identity check
+        // runs and refuses it.
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir_all(&foreign).unwrap();
+        let e = push_remembering(&repo, &write_segment(&foreign, 1, 3, 12), Some(&cache))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert!(e.to_string().contains("database system 12"), "{e}");
     }
 
     #[tokio::test]
