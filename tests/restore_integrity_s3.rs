@@ -201,3 +201,100 @@ fn an_encrypted_backup_restores_and_starts() {
     );
     assert_eq!(entries_in(&data), 0);
 }
+
+/// Every file under `root` with its content, for comparing two trees.
+fn tree(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if p.is_dir() {
+                out.insert(rel, Vec::new());
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_ranged_parallel_restore_is_byte_identical_to_one_stream() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("ri-ranged");
+    let dir = TestDir::new("ri-ranged");
+    let env = rgw.pitr_env(&bucket, "main");
+    let pg = primary(&dir, &env);
+    pg.pgbench(&["-i", "-s", "3", "-q"]);
+    for compression in ["none", "gzip"] {
+        let b = pitr_run(
+            &env,
+            &[
+                "backup",
+                "-d",
+                &pg.conninfo(),
+                "--compression",
+                compression,
+                "--s3-part-size",
+                "5",
+            ],
+        );
+        assert_eq!(b.code, 0, "{b:?}");
+        let id = b.stdout.trim().to_string();
+        let v = pitr_run(&env, &["backup", "verify", &id]);
+        assert_eq!(v.code, 0, "backup verify: {v:?}");
+
+        let mut debug = env.clone();
+        debug.push(("PITR_LOG_LEVEL".into(), "debug".into()));
+        let restore_with = |jobs: &str| {
+            let data = dir.join(format!("{compression}-jobs-{jobs}"));
+            let r = pitr_run(
+                &debug,
+                &[
+                    "restore",
+                    "--backup-id",
+                    &id,
+                    "--jobs",
+                    jobs,
+                    "--pgdata",
+                    data.to_str().unwrap(),
+                ],
+            );
+            assert_eq!(r.code, 0, "{r:?}");
+            (r, data)
+        };
+        let (one, one_data) = restore_with("1");
+        let (four, four_data) = restore_with("4");
+        let ranged_gets = |r: &Run| {
+            r.stderr
+                .lines()
+                .filter(|l| l.contains("store request: GET") && l.contains("(bytes "))
+                .count()
+        };
+        if compression == "none" {
+            assert_eq!(ranged_gets(&one), 0, "--jobs 1 reads each tar in one GET");
+            assert!(
+                ranged_gets(&four) >= 3,
+                "--jobs 4 reads the {compression} data.tar in ranges: {}",
+                ranged_gets(&four)
+            );
+        }
+        let (a, b) = (tree(&one_data), tree(&four_data));
+        assert!(a.len() > 900, "{} entries", a.len());
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "the same files"
+        );
+        for (path, content) in &a {
+            // The recovery settings are the restore's own (they carry the
+            // time of the restore), not the backup's.
+            if path.as_os_str() != "postgresql.auto.conf" {
+                assert!(b[path] == *content, "{} differs", path.display());
+            }
+        }
+    }
+}

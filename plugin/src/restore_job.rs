@@ -218,6 +218,7 @@ impl RestoreJobHooks for RestoreJobService {
             wal_dir: cluster
                 .has_wal_storage()
                 .then(|| PathBuf::from(CNPG_WAL_DIR)),
+            jobs: pitr::restore::execute::DEFAULT_JOBS,
         };
         let report = execute(&repo, &plan, &exec, &LogProgress)
             .await

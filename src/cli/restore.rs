@@ -62,6 +62,12 @@ pub struct RestoreArgs {
     /// from PGDATA, as initdb --waldir does
     #[arg(long, value_name = "DIR")]
     pub waldir: Option<PathBuf>,
+    /// Ranged GETs in flight per tar: a large tar downloads this many
+    /// 8 MiB ranges at once, about (N + 2) x 8 MiB of memory per tar
+    /// (1: one GET per tar)
+    #[arg(long, env = "PITR_RESTORE_JOBS", default_value_t = pitr::restore::execute::DEFAULT_JOBS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
 
     /// Print the plan and touch nothing
     #[arg(long)]
@@ -246,6 +252,7 @@ pub async fn run(args: RestoreArgs, repo_args: &RepoArgs, config: Option<&Path>)
                 .waldir
                 .as_ref()
                 .map(|d| std::path::absolute(d).unwrap_or(d.clone())),
+            jobs: args.jobs as usize,
         };
         let report = execute(&repo, &p, &exec, &progress).await;
         progress.finish();

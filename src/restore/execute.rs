@@ -1,6 +1,7 @@
 //! The executor: a plan into a data directory PostgreSQL can start from.
 //! Refuses a non-empty target, downloads and extracts every tar with all
-//! downloads in flight at once, recreates the tablespaces (moved if asked),
+//! downloads in flight at once (a large tar with several ranged GETs in
+//! flight, see `transfer::ranged`), recreates the tablespaces (moved if asked),
 //! and writes recovery.signal and the recovery settings. Every tar must end
 //! with its end-of-archive marker and, for a backup pitr took, decode to the
 //! SHA-256 and size its pitr.json records. Everything written is fsynced
@@ -29,7 +30,10 @@ use crate::fsutil::fsync_dir;
 use crate::layout::BackupFile;
 use crate::repo::{OpenedObject, Repo};
 use crate::tar_walk::TarWalker;
-use crate::transfer::DownloadReport;
+use crate::transfer::{ranged, DownloadReport};
+
+/// Ranged GETs in flight per tar unless told otherwise.
+pub const DEFAULT_JOBS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct ExecuteRequest {
@@ -47,6 +51,9 @@ pub struct ExecuteRequest {
     /// Keep pg_wal in this directory (its own volume) with a symbolic link
     /// from PGDATA, as `initdb --waldir` and `pg_basebackup --waldir` do.
     pub wal_dir: Option<PathBuf>,
+    /// Ranged GETs in flight per tar (1: one GET per tar). Every tar is
+    /// downloaded at once in any case.
+    pub jobs: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +67,8 @@ pub struct ExecuteReport {
 /// One tar of the backup and where it goes.
 struct Job {
     key: String,
+    /// Stored size, from the listing.
+    size: u64,
     dest: PathBuf,
     /// What pitr.json records for it (None for a backup Barman took).
     expected: Option<StoredObject>,
@@ -142,6 +151,7 @@ async fn jobs(
         };
         out.push(Job {
             key: o.key,
+            size: o.size,
             dest,
             expected: None,
         });
@@ -215,18 +225,32 @@ fn check_recorded(key: &str, want: &StoredObject, got: &DownloadReport) -> Resul
     )))
 }
 
-async fn extract_one(repo: &Repo, job: &Job, bytes: Arc<AtomicU64>) -> Result<Extracted> {
-    let obj = repo
-        .store
-        .get(&job.key)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("{} vanished from the store", job.key)))?;
+async fn extract_one(
+    repo: &Repo,
+    job: &Job,
+    ranged_jobs: usize,
+    bytes: Arc<AtomicU64>,
+) -> Result<Extracted> {
+    let vanished = || Error::NotFound(format!("{} vanished from the store", job.key));
     let sink = ExtractSink {
         walker: TarWalker::new(&job.key, Extractor::new(&job.dest, &job.key, bytes)),
     };
-    let (report, mut sink) = repo
-        .decode(OpenedObject::of_backup_object(repo, obj)?, sink)
-        .await?;
+    let (report, mut sink) = if ranged::worth_it(job.size, ranged_jobs, ranged::RANGE_SIZE) {
+        // The HEAD gives the metadata (checksum, size) a GET would carry.
+        let info = repo.store.head(&job.key).await?.ok_or_else(vanished)?;
+        let (obj, feed) = ranged::open(repo.store.as_ref(), info, ranged_jobs, ranged::RANGE_SIZE);
+        let (decoded, fed) = tokio::join!(
+            repo.decode(OpenedObject::of_backup_object(repo, obj)?, sink),
+            feed
+        );
+        let decoded = decoded?;
+        fed?;
+        decoded
+    } else {
+        let obj = repo.store.get(&job.key).await?.ok_or_else(vanished)?;
+        repo.decode(OpenedObject::of_backup_object(repo, obj)?, sink)
+            .await?
+    };
     sink.walker.finish()?;
     if let Some(want) = &job.expected {
         check_recorded(&job.key, want, &report)?;
@@ -412,7 +436,10 @@ async fn restore_into(
         );
     }
     let bytes = Arc::new(AtomicU64::new(0));
-    let downloads = try_join_all(jobs.iter().map(|j| extract_one(repo, j, bytes.clone())));
+    let downloads = try_join_all(
+        jobs.iter()
+            .map(|j| extract_one(repo, j, req.jobs, bytes.clone())),
+    );
     let ticker = async {
         loop {
             progress.advance(bytes.load(Ordering::Relaxed));
@@ -512,6 +539,7 @@ mod tests {
     fn job(file: &str) -> Job {
         Job {
             key: format!("pg/main/base/20260101T000000/{file}"),
+            size: 0,
             dest: PathBuf::from("/x"),
             expected: None,
         }

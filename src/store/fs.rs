@@ -12,7 +12,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tracing::debug;
 
-use super::{Metadata, Object, ObjectInfo, ObjectStore, ObjectWriter, PutOptions, PutOutcome};
+use super::{
+    Metadata, Object, ObjectInfo, ObjectStore, ObjectWriter, PutOptions, PutOutcome, RangeBytes,
+};
 use crate::error::{Error, Result};
 use crate::fsutil::{fsync_dir, temp_beside};
 
@@ -155,6 +157,38 @@ impl ObjectStore for FsStore {
             info,
             body: Box::pin(tokio::fs::File::from_std(file)),
         }))
+    }
+
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<RangeBytes>> {
+        use std::os::unix::fs::FileExt;
+        debug!("store request: GET {key} (bytes {start}+{len})");
+        let path = self.path(key)?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("cannot open", &path, e)),
+        };
+        tokio::task::spawn_blocking(move || {
+            let md = file
+                .metadata()
+                .map_err(|e| io_err("cannot stat", &path, e))?;
+            let end = (start + len).min(md.len());
+            let mut buf = vec![0u8; end.saturating_sub(start) as usize];
+            file.read_exact_at(&mut buf, start)
+                .map_err(|e| io_err("cannot read", &path, e))?;
+            let modified = md
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            Ok(Some(RangeBytes {
+                bytes: Bytes::from(buf),
+                version: Some(format!("{modified}-{}", md.len())),
+            }))
+        })
+        .await
+        .map_err(|e| Error::Store(format!("reading {key} failed: {e}")))?
     }
 
     async fn list_each(

@@ -29,6 +29,15 @@ pub struct ObjectInfo {
 
 pub type Body = std::pin::Pin<Box<dyn AsyncRead + Send>>;
 
+/// What a ranged GET returned.
+#[derive(Debug, Clone)]
+pub struct RangeBytes {
+    pub bytes: Bytes,
+    /// Changes whenever the object is replaced (S3's ETag; a local file's
+    /// modification time and size).
+    pub version: Option<String>,
+}
+
 pub struct Object {
     pub info: ObjectInfo,
     pub body: Body,
@@ -87,6 +96,11 @@ pub trait ObjectStore: Send + Sync {
     async fn any_under(&self, prefix: &str) -> Result<bool> {
         Ok(!self.list(prefix).await?.is_empty())
     }
+    /// `len` bytes of `key` from byte `start` (a ranged GET), read whole,
+    /// with the object's version tag (S3's ETag) so that a reader of
+    /// several ranges can tell they all come from one object. `None` when
+    /// there is no object under `key`.
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<RangeBytes>>;
     async fn delete(&self, key: &str) -> Result<()>;
     /// Drops every unfinished upload under `prefix` (left by a process that
     /// was killed) and returns how many it dropped.

@@ -20,7 +20,9 @@ use chrono::{DateTime, Utc};
 use tracing::debug;
 
 use super::s3_error::{classify, to_error, Failure, Target};
-use super::{Metadata, Object, ObjectInfo, ObjectStore, ObjectWriter, PutOptions, PutOutcome};
+use super::{
+    Metadata, Object, ObjectInfo, ObjectStore, ObjectWriter, PutOptions, PutOutcome, RangeBytes,
+};
 use crate::config::{S3Settings, Sse};
 use crate::error::{Error, Result};
 
@@ -290,6 +292,36 @@ impl ObjectStore for S3Store {
                 Ok(Some(Object {
                     info,
                     body: Box::pin(o.body.into_async_read()),
+                }))
+            }
+            Err(e) if classify(&e) == Failure::NotFound => Ok(None),
+            Err(e) => Err(to_error(e, "GET", key, &self.target())),
+        }
+    }
+
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<RangeBytes>> {
+        debug!("store request: GET {key} (bytes {start}+{len})");
+        let range = format!("bytes={start}-{}", start + len.max(1) - 1);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range)
+            .send()
+            .await
+        {
+            Ok(o) => {
+                let version = o.e_tag().map(str::to_string);
+                let bytes = o.body.collect().await.map_err(|e| {
+                    Error::Store(format!(
+                        "reading bytes {start}+{len} of {key} from {} failed: {e}",
+                        self.url()
+                    ))
+                })?;
+                Ok(Some(RangeBytes {
+                    bytes: bytes.into_bytes(),
+                    version,
                 }))
             }
             Err(e) if classify(&e) == Failure::NotFound => Ok(None),

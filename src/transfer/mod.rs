@@ -6,6 +6,7 @@
 
 pub(crate) mod channel_io;
 pub mod download;
+pub mod ranged;
 pub mod upload;
 
 /// Metadata keys pitr writes (as `x-amz-meta-*` on S3); Barman ignores them.
