@@ -9,6 +9,7 @@ pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod fault_point;
 pub mod fsutil;
 pub mod layout;
 pub mod pgwire;

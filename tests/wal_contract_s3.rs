@@ -542,6 +542,88 @@ fn wal_fetch_prefetches_the_next_segments() {
     assert!(!spool.exists(), "wal-push removes the prefetch spool");
 }
 
+#[test]
+fn parallel_prefetch_across_a_missing_segment_reports_the_gap() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("pf-gap");
+    let dir = TestDir::new("pf-gap");
+    let env = rgw.pitr_env(&bucket, "main");
+    // Segments 1 to 10 of one cluster, then 4 lost from the archive.
+    let seg = fresh_segment(&dir, "a");
+    let bytes = std::fs::read(&seg).unwrap();
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for n in 1u64..=10 {
+        let mut b = bytes.clone();
+        b[8..16].copy_from_slice(&(n * (16 << 20)).to_le_bytes());
+        let f = files.join(format!("0000000100000000000000{n:02X}"));
+        std::fs::write(&f, &b).unwrap();
+        assert_eq!(push(&env, &f, &[]).code, 0);
+    }
+    let lost_key = seg_key("main", "000000010000000000000004");
+    let lost = rgw.get(&bucket, &lost_key);
+    rgw.delete(&bucket, &lost_key);
+
+    let pg_wal = dir.join("pgdata/pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let fetch_pf = |name: &str| {
+        run(pitr()
+            .envs(env.iter().cloned())
+            .args(["wal-fetch", "--prefetch", "8", "--retries", "1", name])
+            .arg(&dest))
+    };
+    let r = fetch_pf("000000010000000000000001");
+    assert_eq!(r.code, 0, "{r:?}");
+    let spool = pg_wal.join(".pitr-prefetch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(spool.join("000000010000000000000002").exists()
+        && spool.join("000000010000000000000003").exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prefetcher did not spool 2 and 3"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for name in ["000000010000000000000002", "000000010000000000000003"] {
+        let r = fetch_pf(name);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    // The prefetcher never made up the missing segment; asking for it is
+    // a gap (recovery must not end here), not "not in the archive".
+    assert!(!spool.join("000000010000000000000004").exists());
+    std::fs::remove_file(&dest).unwrap();
+    let r = fetch_pf("000000010000000000000004");
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(r.stderr.contains("the archive has a gap"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("000000010000000000000005"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dest.exists(), "nothing written for the missing segment");
+    // In standby mode the same gap is "not found" (PostgreSQL then streams).
+    let r = run(pitr()
+        .envs(env.iter().cloned())
+        .args(["wal-fetch", "--standby", "--retries", "1"])
+        .arg("000000010000000000000004")
+        .arg(&dest));
+    assert_eq!(r.code, 1, "{r:?}");
+    // Put back, it restores, and the segments after it still do, from the
+    // spool or the archive, byte for byte.
+    rgw.put_raw(&bucket, &lost_key, lost);
+    for n in 4u64..=10 {
+        let name = format!("0000000100000000000000{n:02X}");
+        let r = fetch_pf(&name);
+        assert_eq!(r.code, 0, "{name}: {r:?}");
+        assert!(
+            std::fs::read(&dest).unwrap() == std::fs::read(files.join(&name)).unwrap(),
+            "{name} differs"
+        );
+    }
+}
+
 /// The first segment of a cluster made with `initdb --wal-segsize 64`.
 fn big_segment(dir: &TestDir) -> std::path::PathBuf {
     let data = dir.join("initdb-64");

@@ -208,8 +208,12 @@ impl S3Store {
             req = req.if_none_match("*");
         }
         match req.send().await {
-            Ok(_) => Ok(PutOutcome::Stored),
+            Ok(_) => {
+                debug!("store answer: PUT {key}: stored");
+                Ok(PutOutcome::Stored)
+            }
             Err(e) if opts.if_absent && classify(&e) == Failure::PreconditionFailed => {
+                debug!("store answer: PUT {key}: already exists (412), nothing stored");
                 Ok(PutOutcome::AlreadyExists)
             }
             Err(e) => Err(to_error(e, "PUT", key, &self.target())),

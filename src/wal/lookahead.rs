@@ -195,6 +195,7 @@ pub async fn push_one(repo: &Repo, markers: &Markers, path: &Path) -> Result<Pus
         return Ok(PushOutcome::AlreadyArchived { key, sha256 });
     }
     let outcome = push_remembering(repo, path, Some(&markers.push_cache())).await?;
+    crate::fault_point::reached("push-stored-before-marker", &name.to_string());
     let (key, sha256, size) = match &outcome {
         PushOutcome::Stored {
             key,
