@@ -279,9 +279,6 @@ fn refill(
     count: u32,
 ) {
     prefetch::prune(spool, segment);
-    if !prefetch::needs_refill(spool, count) {
-        return;
-    }
     let Some(segment_size) = prefetch::segment_size_of(dest) else {
         warn!(
             "{} has no readable WAL page header: not prefetching",
@@ -289,6 +286,10 @@ fn refill(
         );
         return;
     };
+    let count = prefetch::bounded_count(count, segment_size, prefetch::DEFAULT_SPOOL_MAX_BYTES);
+    if !prefetch::needs_refill(spool, count) {
+        return;
+    }
     let (spool, source, segment) = (spool.to_path_buf(), source.to_string(), *segment);
     tokio::spawn(async move {
         let got = prefetch::prefetch(

@@ -46,6 +46,12 @@ pub struct WalFetchArgs {
     #[arg(long, env = "PITR_PREFETCH", default_value_t = 8)]
     pub prefetch: u32,
 
+    /// At most this many MiB of prefetched segments in the spool (fewer
+    /// segments are prefetched when they are large)
+    #[arg(long, env = "PITR_PREFETCH_MAX_MIB", default_value_t = prefetch::DEFAULT_SPOOL_MAX_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub prefetch_max_mib: u64,
+
     /// The WAL file PostgreSQL asks for (%f)
     pub name: String,
 
@@ -95,9 +101,6 @@ fn after_segment(args: &WalFetchArgs, repo_args: &RepoArgs, segment: &SegmentNam
     if args.prefetch == 0 {
         return;
     }
-    if !prefetch::needs_refill(spool, args.prefetch) {
-        return;
-    }
     let Some(segment_size) = prefetch::segment_size_of(&args.dest) else {
         warn!(
             "{} has no readable WAL page header: not prefetching after it",
@@ -105,6 +108,10 @@ fn after_segment(args: &WalFetchArgs, repo_args: &RepoArgs, segment: &SegmentNam
         );
         return;
     };
+    let count = prefetch::bounded_count(args.prefetch, segment_size, args.prefetch_max_mib << 20);
+    if !prefetch::needs_refill(spool, count) {
+        return;
+    }
     let exe = std::env::current_exe().unwrap_or_else(|_| "pitr".into());
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("wal-prefetch")
@@ -115,7 +122,7 @@ fn after_segment(args: &WalFetchArgs, repo_args: &RepoArgs, segment: &SegmentNam
             "--after",
             &segment.to_string(),
             "--count",
-            &args.prefetch.to_string(),
+            &count.to_string(),
         ])
         .args(["--segment-size", &segment_size.to_string()])
         .stdin(std::process::Stdio::null())

@@ -71,6 +71,17 @@ pub fn needs_refill(spool: &Path, count: u32) -> bool {
     (spooled as u32) < count.div_ceil(2)
 }
 
+/// The most bytes a spool holds unless told otherwise.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 512 << 20;
+
+/// How many segments of `segment_size` bytes to prefetch when `count` are
+/// wanted and the spool may hold `max_bytes`: never more than fit, and at
+/// least one.
+pub fn bounded_count(count: u32, segment_size: u64, max_bytes: u64) -> u32 {
+    let fit = (max_bytes / segment_size.max(1)).max(1);
+    count.min(u32::try_from(fit).unwrap_or(u32::MAX))
+}
+
 /// The segment size a WAL segment file declares in its first page header
 /// (PostgreSQL's clusters use 1 MiB to 1 GiB): what prefetching names the
 /// next segments with, never an assumed 16 MiB.
@@ -242,6 +253,16 @@ pub async fn prefetch(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_spool_is_bounded_in_bytes() {
+        assert_eq!(bounded_count(8, 16 << 20, DEFAULT_SPOOL_MAX_BYTES), 8);
+        assert_eq!(bounded_count(8, 64 << 20, DEFAULT_SPOOL_MAX_BYTES), 8);
+        assert_eq!(bounded_count(8, 256 << 20, DEFAULT_SPOOL_MAX_BYTES), 2);
+        assert_eq!(bounded_count(8, 1 << 30, DEFAULT_SPOOL_MAX_BYTES), 1);
+        assert_eq!(bounded_count(64, 1 << 20, 16 << 20), 16);
+    }
+
     use super::*;
     use crate::wal::push::push;
     use crate::wal::test_segments::{write_segment, TEST_SEGMENT_SIZE};
