@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod codec;
 pub mod config;
+pub mod drill;
 pub mod error;
 pub mod fault_point;
 pub mod fsutil;

@@ -4,11 +4,13 @@
 pub mod backup;
 pub mod backup_output;
 pub mod config_file;
+pub mod drill;
 pub mod exit;
 pub mod progress;
 pub mod repo_args;
 pub mod restore;
 pub mod status;
+pub mod target_args;
 pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;
@@ -56,6 +58,8 @@ pub enum Command {
     Restore(Box<restore::RestoreArgs>),
     /// The repository at a glance: last archived segment, backups, recoverability
     Status(status::StatusArgs),
+    /// Restore drill: restore into scratch, start it, run checks, report (RTO, data lag)
+    Drill(Box<drill::DrillArgs>),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -68,5 +72,6 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Backup(args) => backup::run(*args, repo).await,
         Command::Restore(args) => restore::run(*args, repo, cli.config.as_deref()).await,
         Command::Status(args) => status::run(args, repo).await,
+        Command::Drill(args) => drill::run(*args, repo, cli.config.as_deref()).await,
     }
 }

@@ -4,57 +4,31 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::{ArgGroup, Args, ValueEnum};
+use clap::{Args, ValueEnum};
 use tracing::{error, info};
 
 use super::backup_output::Format;
 use super::exit;
 use super::progress::Reporter;
 use super::repo_args::RepoArgs;
+use super::target_args::TargetArgs;
 use pitr::config::redact;
 use pitr::error::{Error, Result};
 use pitr::repo::Repo;
 use pitr::restore::execute::{execute, ExecuteRequest};
-use pitr::restore::target::{parse_time, parse_timeline};
-use pitr::restore::{plan, Plan, PlanRequest, Target, TargetAction};
-use pitr::wal::Lsn;
+use pitr::restore::{plan, Plan, PlanRequest, TargetAction};
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").multiple(false).args(
-    ["target_time", "target_lsn", "target_xid", "target_name", "target_immediate"])))]
 pub struct RestoreArgs {
     /// Data directory to restore into (must be empty or new)
     #[arg(long, short = 'D', env = "PGDATA", value_name = "DIR")]
     pub pgdata: PathBuf,
 
-    /// Recover to this time: RFC 3339 or PostgreSQL's form; no zone means UTC
-    #[arg(long, value_name = "TIME")]
-    pub target_time: Option<String>,
-    /// Recover to this LSN (e.g. 0/16B3748)
-    #[arg(long, value_name = "LSN")]
-    pub target_lsn: Option<String>,
-    /// Recover to the commit of this transaction id
-    #[arg(long, value_name = "XID")]
-    pub target_xid: Option<u64>,
-    /// Recover to this restore point (pg_create_restore_point)
-    #[arg(long, value_name = "NAME")]
-    pub target_name: Option<String>,
-    /// Stop as soon as the backup is consistent
-    #[arg(long)]
-    pub target_immediate: bool,
-
-    /// Timeline to recover along: latest, current or a number
-    #[arg(long, default_value = "latest")]
-    pub target_timeline: String,
-    /// Stop just before the target instead of just after it
-    #[arg(long)]
-    pub exclusive: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// What the server does at the target
     #[arg(long, value_enum, default_value = "promote")]
     pub target_action: ActionArg,
-    /// Use this backup (id or name) instead of the newest that fits
-    #[arg(long, value_name = "ID")]
-    pub backup_id: Option<String>,
     /// Put tablespace OID in DIR instead of its original location (repeatable)
     #[arg(long, value_name = "OID=DIR")]
     pub tablespace_map: Vec<String>,
@@ -87,27 +61,6 @@ pub enum ActionArg {
 }
 
 impl RestoreArgs {
-    fn target(&self) -> Result<Target> {
-        Ok(if let Some(t) = &self.target_time {
-            let (time, zone_given) = parse_time(t)?;
-            Target::Time { time, zone_given }
-        } else if let Some(l) = &self.target_lsn {
-            Target::Lsn {
-                lsn: l
-                    .parse::<Lsn>()
-                    .map_err(|e| Error::Config(format!("--target-lsn: {e}")))?,
-            }
-        } else if let Some(x) = self.target_xid {
-            Target::Xid { xid: x }
-        } else if let Some(n) = &self.target_name {
-            Target::Name { name: n.clone() }
-        } else if self.target_immediate {
-            Target::Immediate
-        } else {
-            Target::Latest
-        })
-    }
-
     fn tablespace_map(&self) -> Result<BTreeMap<u32, PathBuf>> {
         self.tablespace_map
             .iter()
@@ -129,7 +82,7 @@ impl RestoreArgs {
     /// The restore_command that reaches this repository the way this run
     /// does: the same binary and the same non-secret settings as flags.
     /// Credentials stay in the environment or the settings file.
-    fn restore_command(repo: &RepoArgs, config: Option<&Path>) -> String {
+    pub fn restore_command(repo: &RepoArgs, config: Option<&Path>) -> String {
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "pitr".into());
@@ -225,15 +178,12 @@ pub async fn run(args: RestoreArgs, repo_args: &RepoArgs, config: Option<&Path>)
     let result = async {
         let repo = Repo::open(&cfg)?;
         let req = PlanRequest {
-            target: args.target()?,
-            timeline: parse_timeline(&args.target_timeline)?,
-            exclusive: args.exclusive,
             action: match args.target_action {
                 ActionArg::Pause => TargetAction::Pause,
                 ActionArg::Promote => TargetAction::Promote,
                 ActionArg::Shutdown => TargetAction::Shutdown,
             },
-            backup: args.backup_id.clone(),
+            ..args.target.request()?
         };
         let tablespace_map = args.tablespace_map()?;
         let p = plan(&repo, &req).await?;
