@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod layout;
+pub mod metrics;
 pub mod pgwire;
 pub mod repo;
 pub mod restore;
