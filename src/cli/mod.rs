@@ -5,6 +5,8 @@ pub mod backup;
 pub mod backup_output;
 pub mod config_file;
 pub mod exit;
+pub mod metrics;
+pub mod metrics_server;
 pub mod progress;
 pub mod repo_args;
 pub mod restore;
@@ -56,6 +58,8 @@ pub enum Command {
     Restore(Box<restore::RestoreArgs>),
     /// The repository at a glance: last archived segment, backups, recoverability
     Status(status::StatusArgs),
+    /// Prometheus metrics of the repository (printed, or served with --listen)
+    Metrics(metrics::MetricsArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -68,5 +72,6 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Backup(args) => backup::run(*args, repo).await,
         Command::Restore(args) => restore::run(*args, repo, cli.config.as_deref()).await,
         Command::Status(args) => status::run(args, repo).await,
+        Command::Metrics(args) => metrics::run(args, repo).await,
     }
 }

@@ -175,7 +175,7 @@ mod tests {
         let seg = write_segment(&wal, 1, 1, 9);
         push(&repo, &seg).await.unwrap();
         note(
-            &repo,
+            Some(&repo),
             ArchiveOutcome {
                 path: &seg,
                 ok: true,

@@ -198,10 +198,11 @@ fn upload_due(local: &Local, now: DateTime<Utc>, interval: Duration) -> bool {
 }
 
 /// The hook of every archive call: counts `outcome` in the file beside the
-/// WAL and uploads the Archive state record into `repo` when due. Never
+/// WAL and uploads the Archive state record into `repo` when due (without
+/// a repository, when it could not be opened, it only counts). Never
 /// fails the archive call: problems are logged (without secrets: the
 /// messages name local paths and the repository only).
-pub async fn note(repo: &Repo, outcome: ArchiveOutcome<'_>, interval: Duration) {
+pub async fn note(repo: Option<&Repo>, outcome: ArchiveOutcome<'_>, interval: Duration) {
     let pg_wal = crate::fsutil::parent_dir(outcome.path);
     let file = StatsFile::beside(pg_wal);
     let now = Utc::now();
@@ -215,7 +216,9 @@ pub async fn note(repo: &Repo, outcome: ArchiveOutcome<'_>, interval: Duration) 
             return;
         }
     };
-    let Some(stats) = due else { return };
+    let (Some(stats), Some(repo)) = (due, repo) else {
+        return;
+    };
     match tokio::time::timeout(
         UPLOAD_TIMEOUT,
         state::write(repo, StateKind::Archive, &stats),
@@ -305,7 +308,7 @@ mod tests {
         fs::create_dir_all(&wal).unwrap();
         let seg = write_segment(&wal, 1, 7, 9);
         note(
-            &repo,
+            Some(&repo),
             ArchiveOutcome {
                 path: &seg,
                 ok: true,
