@@ -107,8 +107,10 @@ defs! {
         "Refreshes that could not read the store (the last values read stay)";
 }
 
+/// Whole Unix seconds, as plugin-barman-cloud's gauges and CloudNativePG's
+/// backup times.
 fn ts(t: Option<DateTime<Utc>>) -> f64 {
-    t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0)
+    t.map_or(0.0, |t| t.timestamp() as f64)
 }
 
 fn age(now: DateTime<Utc>, t: DateTime<Utc>) -> f64 {
