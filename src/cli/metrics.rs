@@ -166,3 +166,41 @@ pub async fn run(args: MetricsArgs, repo_args: &RepoArgs) -> u8 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pitr::config::RepoLocation;
+
+    #[test]
+    fn a_target_config_file_stands_for_flags_and_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.env");
+        std::fs::write(
+            &file,
+            "PITR_REPO=s3://other-bucket/pg\nPITR_SERVER_NAME=b-main\n\
+             PITR_ENDPOINT_URL=https://rgw.example:7443\nPITR_S3_VIRTUAL_HOST_STYLE=true\n\
+             PITR_COMPRESSION=none\nS3_ACCESS_KEY_ID=AKB\nS3_SECRET_ACCESS_KEY=sekrit-b\n\
+             PITR_PGDATA=/srv/pg/b\n",
+        )
+        .unwrap();
+        let (cfg, pgdata) = config_of_file(&file).unwrap();
+        assert_eq!(cfg.server_name, "b-main");
+        assert!(matches!(
+            &cfg.location,
+            RepoLocation::S3 { bucket, prefix } if bucket == "other-bucket" && prefix == "pg"
+        ));
+        assert_eq!(
+            cfg.s3.endpoint_url.as_deref(),
+            Some("https://rgw.example:7443")
+        );
+        assert!(!cfg.s3.path_style);
+        assert_eq!(cfg.compression, pitr::codec::Compression::None);
+        assert!(cfg.secrets().contains(&"sekrit-b".to_string()));
+        assert_eq!(pgdata, Some(PathBuf::from("/srv/pg/b")));
+
+        std::fs::write(&file, "PITR_REPO=s3://x\nPITR_S3_PART_SIZE=1\n").unwrap();
+        let err = config_of_file(&file).err().unwrap().to_string();
+        assert!(err.contains("b.env"), "{err}");
+    }
+}
