@@ -141,12 +141,14 @@ impl StatsFile {
     }
 
     /// Counts `outcome` at `now`; returns the counters to upload when an
-    /// upload is due under `interval` (and notes the attempt).
+    /// upload is due under `interval` (and notes the attempt). Without
+    /// `can_upload` (no repository) it only counts.
     pub fn record(
         &self,
         outcome: ArchiveOutcome<'_>,
         now: DateTime<Utc>,
         interval: Duration,
+        can_upload: bool,
     ) -> io::Result<Option<ArchiveStats>> {
         let _lock = self.lock()?;
         let mut local = self.read_local().unwrap_or_default();
@@ -166,7 +168,7 @@ impl StatsFile {
             s.last_failed_wal = name;
             s.last_failed_time = Some(now);
         }
-        let due = upload_due(&local, now, interval);
+        let due = can_upload && upload_due(&local, now, interval);
         if due {
             local.upload_tried_at = Some(now);
         }
@@ -206,7 +208,7 @@ pub async fn note(repo: Option<&Repo>, outcome: ArchiveOutcome<'_>, interval: Du
     let pg_wal = crate::fsutil::parent_dir(outcome.path);
     let file = StatsFile::beside(pg_wal);
     let now = Utc::now();
-    let due = match file.record(outcome, now, interval) {
+    let due = match file.record(outcome, now, interval, repo.is_some()) {
         Ok(due) => due,
         Err(e) => {
             tracing::warn!(
@@ -266,15 +268,15 @@ mod tests {
             ok: false,
         };
         // The first outcome is uploaded.
-        let up = file.record(ok, at(0), min).unwrap().unwrap();
+        let up = file.record(ok, at(0), min, true).unwrap().unwrap();
         file.uploaded(&up, at(0)).unwrap();
         assert_eq!(up.archived_count, 1);
         assert_eq!(up.archived_bytes, 1 << 20);
         // Within the interval, more successes stay local.
-        assert_eq!(file.record(ok, at(10), min).unwrap(), None);
-        assert_eq!(file.record(ok, at(20), min).unwrap(), None);
+        assert_eq!(file.record(ok, at(10), min, true).unwrap(), None);
+        assert_eq!(file.record(ok, at(20), min, true).unwrap(), None);
         // A failure is a transition: uploaded at once.
-        let up = file.record(bad, at(30), min).unwrap().unwrap();
+        let up = file.record(bad, at(30), min, true).unwrap().unwrap();
         assert!(up.failing());
         assert_eq!((up.archived_count, up.failed_count), (3, 1));
         assert_eq!(
@@ -282,21 +284,23 @@ mod tests {
             Some("000000010000000000000003")
         );
         // ... but if the upload failed, not again within the attempt gap.
-        assert_eq!(file.record(bad, at(32), min).unwrap(), None);
-        let up = file.record(bad, at(40), min).unwrap().unwrap();
+        assert_eq!(file.record(bad, at(32), min, true).unwrap(), None);
+        let up = file.record(bad, at(40), min, true).unwrap().unwrap();
         file.uploaded(&up, at(40)).unwrap();
-        assert_eq!(file.record(bad, at(50), min).unwrap(), None);
+        assert_eq!(file.record(bad, at(50), min, true).unwrap(), None);
         // Back to success: a transition again.
-        let up = file.record(ok, at(60), min).unwrap().unwrap();
+        let up = file.record(ok, at(60), min, true).unwrap().unwrap();
         file.uploaded(&up, at(60)).unwrap();
         assert!(!up.failing());
-        // The interval passes.
-        assert_eq!(file.record(ok, at(100), min).unwrap(), None);
-        assert!(file.record(ok, at(121), min).unwrap().is_some());
+        // The interval passes; without a repository a due upload is only
+        // counted, and no attempt noted.
+        assert_eq!(file.record(ok, at(100), min, true).unwrap(), None);
+        assert_eq!(file.record(ok, at(121), min, false).unwrap(), None);
+        assert!(file.record(ok, at(122), min, true).unwrap().is_some());
         let s = file.read().unwrap();
-        assert_eq!((s.archived_count, s.failed_count), (6, 4));
+        assert_eq!((s.archived_count, s.failed_count), (7, 4));
         assert_eq!(s.stats_reset, Some(at(0)));
-        assert_eq!(s.last_archived_time, Some(at(121)));
+        assert_eq!(s.last_archived_time, Some(at(122)));
         assert_eq!(s.last_failed_time, Some(at(50)));
     }
 
