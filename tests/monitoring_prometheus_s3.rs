@@ -8,7 +8,9 @@
 //! - every rule of the rules file is loaded and evaluates without error,
 //!   each of its expressions runs, and every pitr metric it names has
 //!   series (an alert's expression itself returns data only while it fires;
-//!   docs/monitoring/pitr-alerts.test.yaml proves when they fire).
+//!   docs/monitoring/pitr-alerts.test.yaml proves when they fire);
+//! - the drill recorded here failed, so PitrDrillFailed becomes active for
+//!   this server, and PitrStoreUnreachable does not.
 //!
 //! The Verify, Expire and Drill state records are written here with the
 //! fields `pitr::metrics::records` documents, as `archive verify`,
@@ -164,7 +166,7 @@ fn prometheus_scrapes_pitr_metrics_and_every_dashboard_and_rule_expression_has_d
     );
     state(
         "drill",
-        format!(r#"{{"finished_at": "{now}", "passed": true, "rto_seconds": 12.5}}"#),
+        format!(r#"{{"finished_at": "{now}", "passed": false, "rto_seconds": 12.5}}"#),
     );
 
     // `pitr metrics` once: what the server and the repository say.
@@ -190,7 +192,7 @@ fn prometheus_scrapes_pitr_metrics_and_every_dashboard_and_rule_expression_has_d
     );
     assert_eq!(value_of(&text, &format!("pitr_usable_backups{s}")), 1.0);
     assert_eq!(value_of(&text, &format!("pitr_store_up{s}")), 1.0);
-    assert_eq!(value_of(&text, &format!("pitr_last_drill_success{s}")), 1.0);
+    assert_eq!(value_of(&text, &format!("pitr_last_drill_success{s}")), 0.0);
     assert_eq!(
         value_of(&text, &format!("pitr_last_drill_rto_seconds{s}")),
         12.5
@@ -340,6 +342,37 @@ fn prometheus_scrapes_pitr_metrics_and_every_dashboard_and_rule_expression_has_d
             }
         }
         Ok(())
+    });
+    // The failed drill's alert is active (pending or firing); the store's is not.
+    wait_for("PitrDrillFailed active", Duration::from_secs(60), || {
+        let (_, body) = get(&format!("{prom}/api/v1/alerts"), None);
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        let active: Vec<(String, String)> = v["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["labels"]["alertname"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    a["labels"]["server"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            !active.iter().any(|(n, _)| n == "PitrStoreUnreachable"),
+            "{body}"
+        );
+        if active.contains(&("PitrDrillFailed".to_string(), server.to_string())) {
+            Ok(())
+        } else {
+            Err(body)
+        }
     });
     drop(exporter);
     pg.stop();
