@@ -144,7 +144,12 @@ impl S3Credentials {
     /// `S3_ACCESS_KEY_ID` / `S3_SECRET_ACCESS_KEY` (the names CloudNativePG
     /// users' secrets carry), else `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
     pub fn from_env() -> Option<S3Credentials> {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        Self::from_lookup(&|n| std::env::var(n).ok())
+    }
+
+    /// As [`S3Credentials::from_env`], with the variables `lookup` gives.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Option<S3Credentials> {
+        let var = |n: &str| lookup(n).filter(|v| !v.is_empty());
         let pair = |a: &str, s: &str| Some((var(a)?, var(s)?));
         let (id, secret) = pair("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
             .or_else(|| pair("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))?;

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fault_point;
 pub mod fsutil;
 pub mod layout;
+pub mod metrics;
 pub mod pgwire;
 pub mod repo;
 pub mod restore;

@@ -69,7 +69,6 @@ pub async fn serve(
         .add_service(IdentityServer::new(IdentityService { role }))
         .add_service(WalServer::new(WalService {
             repos: repos.clone(),
-            counters: metrics.archive.clone(),
             in_flight: Default::default(),
         }));
     let mut refresh = None;

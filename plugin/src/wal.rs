@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pitr::config::redact;
+use pitr::repo::Repo;
+use pitr::wal::archive_stats::{self, ArchiveOutcome};
 use pitr::wal::lookahead::{push_exclusive, ready_files, spawn_ahead, InFlight, Markers};
 use pitr::wal::push::PushOutcome;
 use pitr::wal::restore_command::{restore_wal, Verdict};
@@ -18,7 +20,6 @@ use pitr::wal::{locate, prefetch};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::metrics::ArchiveCounters;
 use crate::proto::wal::wal_capability::{self, rpc::Type as RpcType};
 use crate::proto::wal::wal_restore_request::Mode;
 use crate::proto::wal::wal_server::Wal;
@@ -40,8 +41,6 @@ pub const CAPABILITIES: [RpcType; 2] = [RpcType::ArchiveWal, RpcType::RestoreWal
 
 pub struct WalService {
     pub repos: Arc<Repos>,
-    /// Archive outcomes, for the metrics.
-    pub counters: Arc<ArchiveCounters>,
     /// Pushes under way in this sidecar (asked-for and look-ahead ones), so
     /// that no file is uploaded twice at once.
     pub in_flight: Arc<InFlight>,
@@ -82,11 +81,17 @@ impl WalService {
         })
     }
 
-    /// One Archive call (counted by the caller).
-    async fn archive_one(&self, req: WalArchiveRequest) -> Result<WalArchiveResult, Status> {
+    /// One Archive call, counted by the caller in `counted`: the file, and
+    /// the repository once open.
+    async fn archive_one(
+        &self,
+        req: WalArchiveRequest,
+        counted: &mut Option<(PathBuf, Option<Arc<Repo>>)>,
+    ) -> Result<WalArchiveResult, Status> {
         let cluster = Cluster::parse(&req.cluster_definition).map_err(invalid)?;
         let settings = settings::for_archive(&cluster, self.repos.env()).map_err(invalid)?;
         let path = absolute("source_file_name", &req.source_file_name)?;
+        *counted = Some((path.clone(), None));
         let secrets = self.repos.secrets(&settings.repo);
         let fail = |e: &pitr::Error| {
             warn!(
@@ -100,6 +105,7 @@ impl WalService {
             .repos
             .get(&settings.repo, Access::Write)
             .map_err(|e| fail(&e))?;
+        *counted = Some((path.clone(), Some(repo.clone())));
         if self.must_check_empty(req.check_empty_wal_archive, &cluster) {
             let has_wal = locate::any_wal(&repo).await.map_err(|e| fail(&e))?;
             if has_wal {
@@ -166,8 +172,21 @@ impl Wal for WalService {
         &self,
         request: Request<WalArchiveRequest>,
     ) -> Result<Response<WalArchiveResult>, Status> {
-        let result = self.archive_one(request.into_inner()).await;
-        self.counters.record(result.is_ok());
+        let mut counted = None;
+        let result = self.archive_one(request.into_inner(), &mut counted).await;
+        // Counted beside the WAL (pg_stat_archiver's way), for the metrics.
+        if let Some((path, repo)) = counted {
+            let outcome = ArchiveOutcome {
+                path: &path,
+                ok: result.is_ok(),
+            };
+            archive_stats::note(
+                repo.as_deref(),
+                outcome,
+                archive_stats::DEFAULT_UPLOAD_INTERVAL,
+            )
+            .await;
+        }
         result.map(Response::new)
     }
 

@@ -290,27 +290,32 @@ fn backups_through_the_sidecar_match_the_server_and_metrics_match_pitr_status() 
     };
     let defined = m["defined"].as_object().unwrap();
     let collected = m["collected"].as_object().unwrap();
-    let mut names: Vec<&str> = defined.keys().map(String::as_str).collect();
-    names.sort();
-    assert_eq!(
-        names,
-        vec![
-            "pitr_archive_failures_total",
-            "pitr_archive_success_total",
-            "pitr_backups",
-            "pitr_first_recoverability_point_timestamp_seconds",
-            "pitr_last_archive_success_timestamp_seconds",
-            "pitr_last_archived_wal_timestamp_seconds",
-            "pitr_last_available_backup_timestamp_seconds",
-            "pitr_last_failed_backup_timestamp_seconds",
-            "pitr_status_age_seconds",
-            "pitr_status_refresh_failures_total",
-            "pitr_usable_backups",
-        ]
-    );
+    // The families of `pitr metrics`, every one defined, each collected
+    // once (labels server and timeline).
+    assert_eq!(defined.len(), pitr::metrics::DEFS.len(), "{m}");
+    for name in [
+        "pitr_archive_failures_total",
+        "pitr_archived_segments_total",
+        "pitr_archived_bytes_total",
+        "pitr_archive_ready_files",
+        "pitr_backups",
+        "pitr_first_recoverability_point_timestamp_seconds",
+        "pitr_last_recoverability_point_timestamp_seconds",
+        "pitr_last_archive_success_timestamp_seconds",
+        "pitr_last_archived_wal_timestamp_seconds",
+        "pitr_last_available_backup_timestamp_seconds",
+        "pitr_last_available_backup_size_bytes",
+        "pitr_last_failed_backup_timestamp_seconds",
+        "pitr_status_age_seconds",
+        "pitr_status_refresh_failures_total",
+        "pitr_store_up",
+        "pitr_usable_backups",
+    ] {
+        assert!(defined.contains_key(name), "{name} not defined: {m}");
+        assert!(collected.contains_key(name), "{name} not collected: {m}");
+    }
     assert_eq!(defined["pitr_archive_failures_total"], "TYPE_COUNTER");
     assert_eq!(defined["pitr_usable_backups"], "TYPE_GAUGE");
-    assert_eq!(collected.len(), defined.len(), "{m}");
     let v = |n: &str| collected[n].as_f64().unwrap();
     assert_eq!(
         v("pitr_usable_backups"),
@@ -342,11 +347,17 @@ fn backups_through_the_sidecar_match_the_server_and_metrics_match_pitr_status() 
     );
     // Every archive_command run is one Archive call; plus the test's failure.
     assert!(archived >= 3.0, "{stats}");
-    assert_eq!(v("pitr_archive_success_total"), archived, "{stats}");
+    assert_eq!(v("pitr_archived_segments_total"), archived, "{stats}");
     assert_eq!(v("pitr_archive_failures_total"), failed + 1.0, "{stats}");
     let last_ok = v("pitr_last_archive_success_timestamp_seconds");
     assert!(last_ok >= before as f64 && last_ok <= now(), "{last_ok}");
     assert_eq!(v("pitr_status_refresh_failures_total"), 0.0);
+    assert_eq!(v("pitr_store_up"), 1.0);
+    assert_eq!(v("pitr_archive_ready_files"), 0.0);
+    assert_eq!(
+        v("pitr_last_available_backup_size_bytes"),
+        st["last_backup"]["size"].as_f64().unwrap()
+    );
 
     // A stopped server: the error names the socket it tried.
     pg.stop();

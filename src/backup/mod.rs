@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod id;
 pub mod info;
 pub mod label_capture;
+pub mod outcome;
 pub mod pyrepr;
 pub mod request;
 mod stream_upload;

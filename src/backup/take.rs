@@ -34,8 +34,21 @@ async fn show(conn: &mut ReplicationConnection, setting: &str) -> Result<String>
         .ok_or_else(|| Error::Postgres(format!("SHOW {setting} returned nothing")))
 }
 
-/// Takes a backup of the server `params` reaches into `repo`.
+/// Takes a backup of the server `params` reaches into `repo`, and
+/// records its outcome in the Backup state record (`backup::outcome`).
 pub async fn take(
+    repo: &Repo,
+    params: &ConnectParams,
+    req: &BackupRequest,
+    progress: &dyn Progress,
+) -> Result<CatalogEntry> {
+    let begin = Utc::now();
+    let result = take_backup(repo, params, req, progress).await;
+    super::outcome::record(repo, begin, &result).await;
+    result
+}
+
+async fn take_backup(
     repo: &Repo,
     params: &ConnectParams,
     req: &BackupRequest,

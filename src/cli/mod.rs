@@ -6,6 +6,8 @@ pub mod backup_output;
 pub mod config_file;
 pub mod drill;
 pub mod exit;
+pub mod metrics;
+pub mod metrics_server;
 pub mod progress;
 pub mod repo_args;
 pub mod restore;
@@ -60,6 +62,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Restore drill: restore into scratch, start it, run checks, report (RTO, data lag)
     Drill(Box<drill::DrillArgs>),
+    /// Prometheus metrics of the repository (printed, or served with --listen)
+    Metrics(metrics::MetricsArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -73,5 +77,6 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Restore(args) => restore::run(*args, repo, cli.config.as_deref()).await,
         Command::Status(args) => status::run(args, repo).await,
         Command::Drill(args) => drill::run(*args, repo, cli.config.as_deref()).await,
+        Command::Metrics(args) => metrics::run(args, repo).await,
     }
 }

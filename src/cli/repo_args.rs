@@ -109,6 +109,12 @@ impl RepoArgs {
     }
 
     pub fn to_config(&self) -> Result<RepoConfig> {
+        self.to_config_with(&|k| std::env::var(k).ok())
+    }
+
+    /// As [`RepoArgs::to_config`], with the variables that are not flags
+    /// (credentials, the CloudNativePG Secret's keys) from `lookup`.
+    pub fn to_config_with(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<RepoConfig> {
         let compression = match self.compression.parse::<Compression>()? {
             Compression::Gzip { .. } => Compression::Gzip {
                 level: self.compression_level,
@@ -131,7 +137,7 @@ impl RepoArgs {
         };
         // The keys CloudNativePG users keep in their object-store Secret
         // (S3_BUCKET, S3_PATH, S3_ENDPOINT, S3_REGION) stand in for unset flags.
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let env = |k: &str| lookup(k).filter(|v| !v.is_empty());
         let repo = self.repo.clone().filter(|r| !r.is_empty()).or_else(|| {
             env("S3_BUCKET").map(|b| repository_of_secret(&b, env("S3_PATH").as_deref()))
         });
@@ -141,7 +147,7 @@ impl RepoArgs {
             .filter(|s| !s.is_empty())
             .or_else(|| env("S3_ENDPOINT"));
         let region = match (self.region.as_str(), env("S3_REGION")) {
-            ("us-east-1", Some(r)) if std::env::var_os("PITR_REGION").is_none() => r,
+            ("us-east-1", Some(r)) if lookup("PITR_REGION").is_none() => r,
             (r, _) => r.to_string(),
         };
         Ok(RepoConfig {
@@ -151,7 +157,7 @@ impl RepoArgs {
                 endpoint_url,
                 region,
                 ca_bundle: self.ca_bundle.clone(),
-                credentials: S3Credentials::from_env(),
+                credentials: S3Credentials::from_lookup(lookup),
                 sse,
                 path_style: !self.virtual_host_style,
                 part_size: self.s3_part_size as usize * (1 << 20),

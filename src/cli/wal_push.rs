@@ -13,6 +13,7 @@ use super::repo_args::RepoArgs;
 use pitr::config::redact;
 use pitr::fsutil::parent_dir;
 use pitr::repo::Repo;
+use pitr::wal::archive_stats::{self, ArchiveOutcome};
 use pitr::wal::lookahead::{push_ahead, push_one, ready_files, Markers};
 use pitr::wal::push::PushOutcome;
 use pitr::wal::{prefetch, WalFileName};
@@ -34,6 +35,12 @@ pub struct WalPushArgs {
     #[arg(long, env = "PITR_ARCHIVE_AHEAD_WAIT", default_value_t = 30)]
     pub archive_ahead_wait: u64,
 
+    /// Seconds between uploads of the archive counters (the Archive state
+    /// record) at most; a change between failing and succeeding is
+    /// uploaded at once. They are counted in pg_wal/.pitr-state/ each call.
+    #[arg(long, env = "PITR_ARCHIVE_STATE_INTERVAL", default_value_t = 60)]
+    pub archive_state_interval: u64,
+
     /// The WAL file to archive (%p in archive_command)
     pub path: PathBuf,
 }
@@ -41,6 +48,8 @@ pub struct WalPushArgs {
 pub async fn run(args: WalPushArgs, repo_args: &RepoArgs) -> u8 {
     let mut secrets = Vec::new();
     let shown = args.path.display().to_string();
+    let stats_interval = Duration::from_secs(args.archive_state_interval);
+    let mut counted = false;
     let result = async {
         let cfg = repo_args.to_config()?;
         secrets = cfg.secrets();
@@ -96,9 +105,23 @@ pub async fn run(args: WalPushArgs, repo_args: &RepoArgs) -> u8 {
             }
         }
         markers.prune(&pg_wal);
+        let outcome = ArchiveOutcome {
+            path: &args.path,
+            ok: result.is_ok(),
+        };
+        archive_stats::note(Some(&repo), outcome, stats_interval).await;
+        counted = true;
         result
     }
     .await;
+    if !counted {
+        // Failed before the repository was open: counted locally only.
+        let outcome = ArchiveOutcome {
+            path: &args.path,
+            ok: false,
+        };
+        archive_stats::note(None, outcome, stats_interval).await;
+    }
     // A server that archives has finished recovery: a prefetch spool left
     // from it (PostgreSQL asks for the last segment again at the end) goes.
     let spool = prefetch::spool_dir(&args.path);

@@ -1,6 +1,7 @@
 //! WAL: names, positions, page headers, and the push and fetch operations
 //! that `archive_command` and `restore_command` call.
 
+pub mod archive_stats;
 pub mod fetch;
 pub mod history;
 pub mod identity;

@@ -7,14 +7,16 @@
 # Needed: PostgreSQL 15 server and client programs (the suite's server),
 # Ceph mon/osd/radosgw (the throw-away RGW), openssl and curl (its
 # certificates and health checks), python3-venv (the barman-cloud venv),
-# npm and node (PostgreSQL 16-18 binaries for the version matrix) and
-# protoc (gRPC code generation for the CNPG-I plugin).
+# npm and node (PostgreSQL 16-18 binaries for the version matrix),
+# protoc (gRPC code generation for the CNPG-I plugin) and Prometheus
+# (prometheus and promtool: the shipped alert rules and dashboard are
+# tested on the real thing).
 set -euo pipefail
 
 missing=()
 [[ -x /usr/lib/postgresql/15/bin/initdb && -x /usr/lib/postgresql/15/bin/pgbench ]] \
     || missing+=(postgresql-15 postgresql-client-15)
-for pkg in ceph-mon ceph-osd radosgw ceph-common openssl curl python3-venv protobuf-compiler; do
+for pkg in ceph-mon ceph-osd radosgw ceph-common openssl curl python3-venv protobuf-compiler prometheus; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 # npm and node may come from elsewhere (nodesource, nvm): Debian's only if absent.
