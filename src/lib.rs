@@ -14,6 +14,7 @@ pub mod layout;
 pub mod pgwire;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod state;
 pub mod status;
 pub mod store;

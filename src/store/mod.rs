@@ -88,6 +88,17 @@ pub trait ObjectStore: Send + Sync {
         Ok(!self.list(prefix).await?.is_empty())
     }
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Deletes many objects, in as few requests as the store allows (S3
+    /// DeleteObjects: up to 1,000 keys a request), in the order given
+    /// batch by batch. Keys that are already gone are not an error. On a
+    /// failure some keys may be deleted and others not: callers order their
+    /// keys so that any prefix of the work leaves a consistent repository.
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        for k in keys {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
     /// Drops every unfinished upload under `prefix` (left by a process that
     /// was killed) and returns how many it dropped.
     async fn abort_unfinished(&self, prefix: &str) -> Result<usize>;
