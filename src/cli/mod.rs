@@ -5,6 +5,7 @@ pub mod backup;
 pub mod backup_output;
 pub mod config_file;
 pub mod exit;
+pub mod expire;
 pub mod progress;
 pub mod repo_args;
 pub mod restore;
@@ -56,6 +57,8 @@ pub enum Command {
     Restore(Box<restore::RestoreArgs>),
     /// The repository at a glance: last archived segment, backups, recoverability
     Status(status::StatusArgs),
+    /// Apply the retention policy: delete obsolete backups and the WAL no kept backup needs
+    Expire(expire::ExpireArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -68,5 +71,6 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Backup(args) => backup::run(*args, repo).await,
         Command::Restore(args) => restore::run(*args, repo, cli.config.as_deref()).await,
         Command::Status(args) => status::run(args, repo).await,
+        Command::Expire(args) => expire::run(args, repo).await,
     }
 }
