@@ -163,7 +163,14 @@ fn expire_deletes_what_barman_would_and_keeps_what_restores_need() {
     let policy = "RECOVERY WINDOW OF 30 DAYS";
     let dry = pitr_cmd(
         &env,
-        &["expire", "--retention-policy", policy, "--dry-run", "--format", "json"],
+        &[
+            "expire",
+            "--retention-policy",
+            policy,
+            "--dry-run",
+            "--format",
+            "json",
+        ],
     );
     assert_eq!(dry.code, 0, "{dry:?}");
     let dry = json(&dry.stdout);
@@ -220,11 +227,9 @@ fn expire_deletes_what_barman_would_and_keeps_what_restores_need() {
     // WAL went only below the oldest kept backup's begin WAL, but for the
     // standalone keep's own WAL.
     let info = |id: &str| {
-        let text = String::from_utf8(rgw.get(
-            &bucket,
-            &format!("pg/{server}/base/{id}/backup.info"),
-        ))
-        .unwrap();
+        let text =
+            String::from_utf8(rgw.get(&bucket, &format!("pg/{server}/base/{id}/backup.info")))
+                .unwrap();
         let field = |k: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(&format!("{k}=")))
@@ -325,7 +330,14 @@ fn expire_deletes_what_barman_would_and_keeps_what_restores_need() {
     let dry = json(
         &pitr_cmd(
             &env,
-            &["expire", "-r", "REDUNDANCY 1", "--dry-run", "--format", "json"],
+            &[
+                "expire",
+                "-r",
+                "REDUNDANCY 1",
+                "--dry-run",
+                "--format",
+                "json",
+            ],
         )
         .stdout,
     );

@@ -184,7 +184,10 @@ mod tests {
         catalog::write_info(&repo, &info, false).await.unwrap();
         set(&repo, &id, KeepTarget::Standalone).await.unwrap();
         let key = repo.layout.keep_annotation_key(&id);
-        assert!(key.ends_with("base/20261201T010203/annotations/keep"), "{key}");
+        assert!(
+            key.ends_with("base/20261201T010203/annotations/keep"),
+            "{key}"
+        );
         assert_eq!(
             repo.store.get_bytes(&key).await.unwrap().unwrap(),
             b"standalone"

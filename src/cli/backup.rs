@@ -10,8 +10,8 @@ use super::exit;
 use super::expire::{run_policy, ExpireOptions};
 use super::progress::Reporter;
 use super::repo_args::RepoArgs;
-use pitr::backup::take::{take, BackupRequest};
 use pitr::backup::keep::{self, KeepTarget};
+use pitr::backup::take::{take, BackupRequest};
 use pitr::backup::{catalog, verify, BackupId};
 use pitr::config::redact;
 use pitr::error::{Error, Result};
@@ -296,7 +296,9 @@ async fn run_action(action: BackupAction, repo_args: &RepoArgs) -> u8 {
                     );
                 } else if a.release {
                     if keep::release(&repo, &id).await? {
-                        info!("backup {id}: keep released; the retention policy applies to it again");
+                        info!(
+                            "backup {id}: keep released; the retention policy applies to it again"
+                        );
                     } else {
                         info!("backup {id} had no keep");
                     }

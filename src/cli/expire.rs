@@ -62,7 +62,12 @@ pub async fn run(args: ExpireArgs, repo_args: &RepoArgs) -> u8 {
 }
 
 /// Applies `policy` with `opts`; `what` names the command in messages.
-pub async fn run_policy(policy: &str, opts: &ExpireOptions, repo_args: &RepoArgs, what: &str) -> u8 {
+pub async fn run_policy(
+    policy: &str,
+    opts: &ExpireOptions,
+    repo_args: &RepoArgs,
+    what: &str,
+) -> u8 {
     let mut secrets = Vec::new();
     let result: Result<ExpireReport> = async {
         let policy: RetentionPolicy = policy.parse()?;
@@ -84,7 +89,11 @@ pub async fn run_policy(policy: &str, opts: &ExpireOptions, repo_args: &RepoArgs
             let d = &report.deleted;
             info!(
                 "{what}: {} {} backups and {} WAL files ({} objects)",
-                if report.dry_run { "would delete" } else { "deleted" },
+                if report.dry_run {
+                    "would delete"
+                } else {
+                    "deleted"
+                },
                 d.backups,
                 d.wal_files(),
                 d.objects()

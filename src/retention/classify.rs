@@ -156,12 +156,15 @@ pub struct Rules {
 
 /// When a backup started: its begin_time, or the local time its id names.
 fn started_at(e: &CatalogEntry) -> Option<DateTime<Utc>> {
-    e.info.begin_time.map(|t| t.with_timezone(&Utc)).or_else(|| {
-        NaiveDateTime::parse_from_str(e.info.backup_id.as_str(), "%Y%m%dT%H%M%S")
-            .ok()
-            .and_then(|n| Local.from_local_datetime(&n).earliest())
-            .map(|t| t.with_timezone(&Utc))
-    })
+    e.info
+        .begin_time
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(e.info.backup_id.as_str(), "%Y%m%dT%H%M%S")
+                .ok()
+                .and_then(|n| Local.from_local_datetime(&n).earliest())
+                .map(|t| t.with_timezone(&Utc))
+        })
 }
 
 /// Rates every backup in `entries` (any order); returns the verdicts
@@ -386,7 +389,11 @@ mod tests {
         classify(entries, &keeps, r)
             .iter()
             .map(|v| {
-                assert_eq!(v.delete, v.retention == RetentionStatus::Obsolete || matches!(v.reason, Reason::Superseded { .. }));
+                assert_eq!(
+                    v.delete,
+                    v.retention == RetentionStatus::Obsolete
+                        || matches!(v.reason, Reason::Superseded { .. })
+                );
                 v.retention.as_str()
             })
             .collect()
@@ -413,7 +420,13 @@ mod tests {
                 &[(4, KeepTarget::Standalone), (0, KeepTarget::Full)],
                 &rules("REDUNDANCY 2", 0)
             ),
-            ["KEEP:FULL", "OBSOLETE", "OBSOLETE", "VALID", "KEEP:STANDALONE"]
+            [
+                "KEEP:FULL",
+                "OBSOLETE",
+                "OBSOLETE",
+                "VALID",
+                "KEEP:STANDALONE"
+            ]
         );
     }
 
@@ -430,12 +443,16 @@ mod tests {
             [
                 ("OBSOLETE", true),
                 ("VALID", false),
-                ("NONE", true),  // FAILED, older than the newest DONE
+                ("NONE", true), // FAILED, older than the newest DONE
                 ("VALID", false),
                 ("NONE", false), // the newest FAILED shows
             ]
         );
-        assert!(matches!(v[2].reason, Reason::Superseded { .. }), "{}", v[2].reason);
+        assert!(
+            matches!(v[2].reason, Reason::Superseded { .. }),
+            "{}",
+            v[2].reason
+        );
         assert_eq!(v[4].reason, Reason::NewestFailure);
     }
 
@@ -494,13 +511,25 @@ mod tests {
         // Valid: 1 (inside) and 35 (base); the minimum of 4 keeps two more.
         assert_eq!(
             statuses(&e, &[], &rules("30d", 4)),
-            ["OBSOLETE", "POTENTIALLY_OBSOLETE", "POTENTIALLY_OBSOLETE", "VALID", "VALID"]
+            [
+                "OBSOLETE",
+                "POTENTIALLY_OBSOLETE",
+                "POTENTIALLY_OBSOLETE",
+                "VALID",
+                "VALID"
+            ]
         );
         // A keep among the old ones counts toward the minimum (Barman adds
         // it to `valid` while the minimum is not reached).
         assert_eq!(
             statuses(&e, &[(2, KeepTarget::Full)], &rules("30d", 4)),
-            ["OBSOLETE", "POTENTIALLY_OBSOLETE", "KEEP:FULL", "VALID", "VALID"]
+            [
+                "OBSOLETE",
+                "POTENTIALLY_OBSOLETE",
+                "KEEP:FULL",
+                "VALID",
+                "VALID"
+            ]
         );
         // Past the minimum, a keep is still kept.
         assert_eq!(

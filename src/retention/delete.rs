@@ -342,7 +342,11 @@ mod tests {
 
     async fn wal(repo: &Repo, to: u32) {
         for n in 1..=to {
-            put(repo, repo.layout.wal_key(&WalFileName::Segment(seg(n)), ".gz")).await;
+            put(
+                repo,
+                repo.layout.wal_key(&WalFileName::Segment(seg(n)), ".gz"),
+            )
+            .await;
         }
     }
 
@@ -412,9 +416,15 @@ mod tests {
         for id in [&b1, &b3, &b4] {
             assert!(catalog::read_info(&repo, id).await.unwrap().is_some());
         }
-        let st: ExpireState = state::read(&repo, StateKind::Expire).await.unwrap().unwrap();
+        let st: ExpireState = state::read(&repo, StateKind::Expire)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(st.deleted_backups, [b2.to_string()]);
-        assert_eq!(st.wal_kept_from.as_deref(), Some("000000010000000000000006"));
+        assert_eq!(
+            st.wal_kept_from.as_deref(),
+            Some("000000010000000000000006")
+        );
         // Nothing more to do.
         let again = expire(&repo, &request("7d", false)).await.unwrap();
         assert_eq!(again.deleted.objects(), 0, "{:?}", again.deleted);
@@ -445,15 +455,22 @@ mod tests {
             .into_iter()
             .map(|e| e.info.backup_id)
             .collect();
-        assert_eq!(listed, [b3.clone()]);
-        let r = expire(&repo, &request("REDUNDANCY 1", false)).await.unwrap();
+        assert_eq!(listed, std::slice::from_ref(&b3));
+        let r = expire(&repo, &request("REDUNDANCY 1", false))
+            .await
+            .unwrap();
         assert_eq!(r.deleted.backups, 0);
         assert_eq!(r.deleted.leftover_directories, 2);
-        assert_eq!(r.deleted.leftover_objects, 3, "b1's details, b2's tar and details");
+        assert_eq!(
+            r.deleted.leftover_objects, 3,
+            "b1's details, b2's tar and details"
+        );
         assert_eq!(r.deleted.wal_segments, 5);
         let after = keys(&repo).await;
         assert!(
-            !after.iter().any(|k| k.contains(b1.as_str()) || k.contains(b2.as_str())),
+            !after
+                .iter()
+                .any(|k| k.contains(b1.as_str()) || k.contains(b2.as_str())),
             "{after:?}"
         );
         assert!(after.contains(&"wals/0000000100000000/000000010000000000000006.gz".to_string()));
@@ -475,7 +492,9 @@ mod tests {
             .await
             .unwrap();
         let before = keys(&repo).await;
-        let e = expire(&repo, &request("REDUNDANCY 1", false)).await.unwrap_err();
+        let e = expire(&repo, &request("REDUNDANCY 1", false))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("backup.info"), "{e}");
         assert_eq!(keys(&repo).await, before);
     }
@@ -494,7 +513,9 @@ mod tests {
         info.begin_time = Some((now() - TimeDelta::minutes(1)).fixed_offset());
         catalog::write_info(&repo, &info, false).await.unwrap();
         wal(&repo, 5).await;
-        let r = expire(&repo, &request("REDUNDANCY 1", false)).await.unwrap();
+        let r = expire(&repo, &request("REDUNDANCY 1", false))
+            .await
+            .unwrap();
         let got: Vec<(String, bool)> = r
             .backups
             .iter()

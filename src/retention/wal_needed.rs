@@ -223,14 +223,13 @@ pub fn plan(
     if let (Some(lowest), true) = (lowest, all_readable) {
         let mut kept: BTreeSet<TimelineId> = BTreeSet::new();
         let mut gone: Vec<TimelineId> = Vec::new();
-        for (tli, path) in histories.iter().rev() {
+        for tli in histories.keys().rev() {
             let referenced = kept.iter().any(|k| {
                 histories
                     .get(k)
                     .and_then(Option::as_ref)
                     .is_some_and(|p| p.spans.iter().any(|s| s.timeline == *tli))
             });
-            let _ = path;
             if *tli >= lowest || remaining_timelines.contains(tli) || referenced {
                 kept.insert(*tli);
             } else {
@@ -372,7 +371,12 @@ mod tests {
             backup(4, 1, 8, 8),
         ];
         let names = segments(1, 1, 9);
-        let p = run(&b, &[KeepStandalone, Obsolete, KeepFull, Valid], &names, &[]);
+        let p = run(
+            &b,
+            &[KeepStandalone, Obsolete, KeepFull, Valid],
+            &names,
+            &[],
+        );
         // The full keep anchors: everything from 6 on stays; 2..3 stay for
         // the standalone keep.
         assert_eq!(
@@ -411,7 +415,10 @@ mod tests {
         assert!(d.contains(&"000000010000000000000005".to_string()), "{d:?}");
         assert!(d.contains(&"000000030000000000000004".to_string()), "{d:?}");
         assert!(d.contains(&"000000020000000000000005".to_string()), "{d:?}");
-        assert!(!d.contains(&"000000020000000000000006".to_string()), "{d:?}");
+        assert!(
+            !d.contains(&"000000020000000000000006".to_string()),
+            "{d:?}"
+        );
         // 3 is below timeline 2? No: 3 > 2, so its history stays; 2 stays.
         assert!(!d.iter().any(|n| n.ends_with(".history")), "{d:?}");
 
@@ -432,7 +439,10 @@ mod tests {
         );
         let d = deleted(&p);
         assert!(d.contains(&"00000003.history".to_string()), "{d:?}");
-        assert!(!d.contains(&"00000002.history".to_string()), "ancestor of 4: {d:?}");
+        assert!(
+            !d.contains(&"00000002.history".to_string()),
+            "ancestor of 4: {d:?}"
+        );
         assert!(!d.contains(&"00000004.history".to_string()), "{d:?}");
         // Unreadable history: no history goes.
         let p = run(
@@ -449,7 +459,12 @@ mod tests {
         let mut started = backup(1, 1, 5, 5);
         started.info.status = BackupStatus::Failed;
         let names = segments(1, 1, 6);
-        let p = run(std::slice::from_ref(&started), &[RetentionStatus::None], &names, &[]);
+        let p = run(
+            std::slice::from_ref(&started),
+            &[RetentionStatus::None],
+            &names,
+            &[],
+        );
         assert_eq!(
             p.boundary,
             Boundary::KeepAll {
@@ -474,7 +489,11 @@ mod tests {
         );
         assert_eq!(
             deleted(&p),
-            ["000000010000000000000001", "000000010000000000000002", "000000010000000000000003"]
+            [
+                "000000010000000000000001",
+                "000000010000000000000002",
+                "000000010000000000000003"
+            ]
         );
     }
 }

@@ -148,7 +148,10 @@ impl S3Store {
     async fn delete_batch(&self, keys: &[String]) -> Result<()> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         let first = keys.first().map(String::as_str).unwrap_or_default();
-        debug!("store request: DeleteObjects {} keys from {first}", keys.len());
+        debug!(
+            "store request: DeleteObjects {} keys from {first}",
+            keys.len()
+        );
         let objects = keys
             .iter()
             .map(|k| ObjectIdentifier::builder().key(k).build())
