@@ -74,12 +74,7 @@ pub async fn run_policy(
         let cfg = repo_args.to_config()?;
         secrets = cfg.secrets();
         let repo = Repo::open(&cfg)?;
-        let req = ExpireRequest {
-            policy,
-            minimum_redundancy: opts.minimum_redundancy,
-            dry_run: opts.dry_run,
-            now: chrono::Utc::now(),
-        };
+        let req = ExpireRequest::now(policy, opts.minimum_redundancy, opts.dry_run);
         expire(&repo, &req).await
     }
     .await;

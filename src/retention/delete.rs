@@ -36,6 +36,18 @@ pub struct ExpireRequest {
     pub now: DateTime<Utc>,
 }
 
+impl ExpireRequest {
+    /// A request counting the recovery window back from the current time.
+    pub fn now(policy: RetentionPolicy, minimum_redundancy: u32, dry_run: bool) -> Self {
+        ExpireRequest {
+            policy,
+            minimum_redundancy,
+            dry_run,
+            now: Utc::now(),
+        }
+    }
+}
+
 /// What was (or, in a dry run, would be) deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
