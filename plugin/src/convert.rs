@@ -590,7 +590,10 @@ fn object_store_spec(store: &Value, at: &str, t: &mut Translation) {
 /// `retentionPolicy` carries over as the parameter of the same name,
 /// which pitr applies after each successful backup.
 fn retention(v: &Value, at: &str, t: &mut Translation) {
-    match v.as_str().map(|p| (p, p.parse::<pitr::retention::RetentionPolicy>())) {
+    match v
+        .as_str()
+        .map(|p| (p, p.parse::<pitr::retention::RetentionPolicy>()))
+    {
         Some((text, Ok(policy))) => {
             t.set(param::RETENTION_POLICY, text);
             t.note(
@@ -1259,10 +1262,16 @@ spec:
         assert!(args.text.contains("--min-chunk-size=5MB"), "{}", args.text);
         assert!(!args.text.contains("k1"), "{}", args.text);
         assert!(!fields.contains(&"ObjectStore minio-store: spec.retentionPolicy"));
-        assert_eq!(params_of(item).get("retentionPolicy").map(String::as_str), Some("30d"));
-        assert!(item.notes.iter().any(|n| n.field.ends_with("retentionPolicy")
-            && n.text.contains("RECOVERY WINDOW OF 30 DAYS")
-            && n.text.contains("after each successful backup")));
+        assert_eq!(
+            params_of(item).get("retentionPolicy").map(String::as_str),
+            Some("30d")
+        );
+        assert!(item
+            .notes
+            .iter()
+            .any(|n| n.field.ends_with("retentionPolicy")
+                && n.text.contains("RECOVERY WINDOW OF 30 DAYS")
+                && n.text.contains("after each successful backup")));
     }
 
     #[test]

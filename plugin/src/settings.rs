@@ -498,9 +498,10 @@ pub fn for_backup(
     )?;
     let retention = match params.get(param::RETENTION_POLICY) {
         None => None,
-        Some(v) => Some(v.parse::<RetentionPolicy>().map_err(|e| {
-            params.bad(param::RETENTION_POLICY, v, e)
-        })?),
+        Some(v) => Some(
+            v.parse::<RetentionPolicy>()
+                .map_err(|e| params.bad(param::RETENTION_POLICY, v, e))?,
+        ),
     };
     let minimum_redundancy = params.number(param::MINIMUM_REDUNDANCY, 0u32, 0..=10_000)?;
     Ok(BackupSettings {
