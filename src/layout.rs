@@ -7,6 +7,7 @@
 //! <prefix>/<server>/base/<backup-id>/backup.info
 //! <prefix>/<server>/base/<backup-id>/data.tar[.gz]
 //! <prefix>/<server>/base/<backup-id>/<tablespace-oid>.tar[.gz]
+//! <prefix>/<server>/base/<backup-id>/annotations/keep       Barman's keep: "full" or "standalone"
 //! <prefix>/<server>/pitr/identity.json                      pitr's own, ignored by Barman
 //! <prefix>/<server>/pitr/backups/<backup-id>/backup_manifest.gz, pitr.json
 //! <prefix>/<server>/pitr/state/<kind>.json                  pitr's state records (crate::state)
@@ -210,6 +211,12 @@ impl Layout {
         format!("{}base/{id}/{oid}.tar{suffix}", self.root)
     }
 
+    /// Barman's keep annotation of one backup (barman-cloud-backup-keep):
+    /// its body is the recovery target, `full` or `standalone`.
+    pub fn keep_annotation_key(&self, id: &BackupId) -> String {
+        format!("{}base/{id}/annotations/keep", self.root)
+    }
+
     /// Everything of one backup in Barman's part of the layout.
     pub fn backup_prefix(&self, id: &BackupId) -> String {
         format!("{}base/{id}/", self.root)
@@ -219,6 +226,19 @@ impl Layout {
     /// `base/` so that Barman's tools never see them.
     pub fn pitr_backup_prefix(&self, id: &BackupId) -> String {
         format!("{}pitr/backups/{id}/", self.root)
+    }
+
+    /// Where pitr's own objects of every backup live: `pitr/backups/`.
+    pub fn pitr_backups_prefix(&self) -> String {
+        format!("{}pitr/backups/", self.root)
+    }
+
+    /// The backup a key under `pitr/backups/` belongs to.
+    pub fn parse_pitr_backup_key(&self, key: &str) -> Option<BackupId> {
+        let rest = key
+            .strip_prefix(self.root.as_str())?
+            .strip_prefix("pitr/backups/")?;
+        rest.split_once('/')?.0.parse().ok()
     }
 
     /// The server's backup manifest, as it sent it.

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pgwire;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod state;
 pub mod status;
 pub mod store;

@@ -12,6 +12,7 @@ use pitr::backup::catalog::CatalogEntry;
 use pitr::backup::take::{take, BackupRequest as TakeRequest, Progress};
 use pitr::config::redact;
 use pitr::pgwire::ConnectParams;
+use pitr::retention::{expire, ExpireRequest};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -225,6 +226,26 @@ impl Backup for BackupService {
             "backup {} done: {} ({}) to {} ({})",
             result.backup_id, result.begin_wal, result.begin_lsn, result.end_wal, result.end_lsn
         );
+        if let Some(policy) = s.retention {
+            // As plugin-barman-cloud does: retention runs once a backup
+            // succeeded; its failure does not fail the backup (the next
+            // backup's run finishes the work).
+            let req = ExpireRequest::now(policy, s.minimum_redundancy, false);
+            match expire(&repo, &req).await {
+                Ok(r) => info!(
+                    "retention {policy}: deleted {} backups and {} WAL files ({} objects)",
+                    r.deleted.backups,
+                    r.deleted.wal_files(),
+                    r.deleted.objects()
+                ),
+                Err(e) => warn!(
+                    "retention {policy} after backup {} failed: {} (the backup is done; the \
+                     next backup applies the policy again)",
+                    result.backup_id,
+                    redact(&e.to_string(), &secrets)
+                ),
+            }
+        }
         // The metrics show the new backup without waiting for the interval.
         self.metrics.remember(&cluster);
         self.metrics.wake();

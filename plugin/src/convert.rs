@@ -574,7 +574,7 @@ fn object_store_spec(store: &Value, at: &str, t: &mut Translation) {
         let f = format!("{at}spec.{k}");
         match k.as_str() {
             "configuration" => store_configuration(v, &f, t),
-            "retentionPolicy" => t.not_mapped(&f, retention_note(v)),
+            "retentionPolicy" => retention(v, &f, t),
             "instanceSidecarConfiguration" => sidecar_configuration(v, &f, t),
             _ => t.not_mapped(&f, "a field pitr-cnpg convert does not know"),
         }
@@ -587,10 +587,31 @@ fn object_store_spec(store: &Value, at: &str, t: &mut Translation) {
     }
 }
 
-fn retention_note(v: &Value) -> String {
+/// `retentionPolicy` carries over as the parameter of the same name,
+/// which pitr applies after each successful backup.
+fn retention(v: &Value, at: &str, t: &mut Translation) {
+    match v
+        .as_str()
+        .map(|p| (p, p.parse::<pitr::retention::RetentionPolicy>()))
+    {
+        Some((text, Ok(policy))) => {
+            t.set(param::RETENTION_POLICY, text);
+            t.note(
+                at,
+                format!(
+                    "({policy}) applied by pitr after each successful backup, with Barman's \
+                     rules (see docs/retention.md)"
+                ),
+            );
+        }
+        Some((_, Err(e))) => t.not_mapped(at, e.to_string()),
+        None => t.not_mapped(at, format!("is {}, not a policy", kind_of(v))),
+    }
+}
+
+fn retention_interval_note(v: &Value) -> String {
     format!(
-        "({}) pitr's retention is not wired into the plugin yet: nothing is deleted from \
-         the store",
+        "({}) pitr applies retentionPolicy after each successful backup, not on an interval",
         shown(v)
     )
 }
@@ -620,7 +641,7 @@ fn sidecar_configuration(v: &Value, at: &str, t: &mut Translation) {
                     ),
                 );
             }
-            "retentionPolicyIntervalSeconds" => t.not_mapped(&f, retention_note(v)),
+            "retentionPolicyIntervalSeconds" => t.not_mapped(&f, retention_interval_note(v)),
             "logLevel" => t.not_mapped(
                 &f,
                 format!(
@@ -853,10 +874,7 @@ fn cluster(doc: &Value, stores: &[&Value], used: &mut [bool], items: &mut Vec<It
             t.set(param::SERVER_NAME, name);
         }
         if let Some(r) = doc.pointer("/spec/backup/retentionPolicy") {
-            t.not_mapped(
-                &format!("{origin}: spec.backup.retentionPolicy"),
-                retention_note(r),
-            );
+            retention(r, &format!("{origin}: spec.backup.retentionPolicy"), &mut t);
         }
         t.note(
             &format!("{origin}: spec.backup.barmanObjectStore"),
@@ -1199,6 +1217,7 @@ spec:
                 ("memoryRequest", "256Mi"),
                 ("cpuLimit", "1"),
                 ("memoryLimit", "1Gi"),
+                ("retentionPolicy", "30d"),
             ])
         );
         assert!(!refused(item), "{:#?}", item.notes);
@@ -1221,7 +1240,6 @@ spec:
 
         let fields = not_mapped_fields(item);
         for f in [
-            "ObjectStore minio-store: spec.retentionPolicy",
             "ObjectStore minio-store: spec.configuration.wal.maxParallel",
             "ObjectStore minio-store: spec.configuration.wal.archiveAdditionalCommandArgs",
             "ObjectStore minio-store: spec.configuration.data.compression",
@@ -1243,10 +1261,17 @@ spec:
             .unwrap();
         assert!(args.text.contains("--min-chunk-size=5MB"), "{}", args.text);
         assert!(!args.text.contains("k1"), "{}", args.text);
+        assert!(!fields.contains(&"ObjectStore minio-store: spec.retentionPolicy"));
+        assert_eq!(
+            params_of(item).get("retentionPolicy").map(String::as_str),
+            Some("30d")
+        );
         assert!(item
             .notes
             .iter()
-            .any(|n| n.field.ends_with("retentionPolicy") && n.text.contains("not wired")));
+            .any(|n| n.field.ends_with("retentionPolicy")
+                && n.text.contains("RECOVERY WINDOW OF 30 DAYS")
+                && n.text.contains("after each successful backup")));
     }
 
     #[test]
@@ -1370,6 +1395,7 @@ spec:
                 ("credentialsSecret", "legacy-s3"),
                 ("compression", "gzip"),
                 ("sse", "AES256"),
+                ("retentionPolicy", "7d"),
             ])
         );
         assert!(!refused(own), "{:#?}", own.notes);
@@ -1377,10 +1403,7 @@ spec:
         assert_eq!(s.repo.server_name, "pg-legacy", "written, not defaulted");
         assert_eq!(s.repo.location.to_string(), "s3://legacy-bucket/clusters");
         assert_eq!(s.repo.sse, Sse::Aes256);
-        assert_eq!(
-            not_mapped_fields(own),
-            vec!["Cluster db/pg-legacy: spec.backup.retentionPolicy"]
-        );
+        assert!(not_mapped_fields(own).is_empty(), "{:#?}", own.notes);
         assert!(own
             .notes
             .iter()

@@ -23,6 +23,8 @@
 //! | `backupCheckpoint` | fast | `fast` or `spread` |
 //! | `backupWalTimeoutSeconds` | 120 | wait for a backup's last segment |
 //! | `statusIntervalSeconds` | `$PITR_STATUS_INTERVAL_SECONDS`, 60 | metrics status refresh |
+//! | `retentionPolicy` | - | applied after each successful backup: `30d`, `4w`, `6m`, `REDUNDANCY N`, `RECOVERY WINDOW OF N DAYS` |
+//! | `minimumRedundancy` | 0 | never leave fewer DONE backups than this |
 //!
 //! A Backup's `pluginConfiguration.parameters` override these for that
 //! backup, and may also hold `name` (the backup's name).
@@ -39,6 +41,7 @@ use std::time::Duration;
 use pitr::codec::Compression;
 use pitr::config::{RepoConfig, RepoLocation, S3Credentials, S3Settings, Sse};
 use pitr::pgwire::Checkpoint;
+use pitr::retention::RetentionPolicy;
 use pitr::wal::restore_command::RetryPolicy;
 use serde_json::Value;
 
@@ -72,11 +75,13 @@ pub mod param {
     pub const BACKUP_CHECKPOINT: &str = "backupCheckpoint";
     pub const BACKUP_WAL_TIMEOUT_SECONDS: &str = "backupWalTimeoutSeconds";
     pub const STATUS_INTERVAL_SECONDS: &str = "statusIntervalSeconds";
+    pub const RETENTION_POLICY: &str = "retentionPolicy";
+    pub const MINIMUM_REDUNDANCY: &str = "minimumRedundancy";
     /// Only in a Backup's `pluginConfiguration.parameters`: the backup's
     /// name (default: the Backup resource's `metadata.name`).
     pub const NAME: &str = "name";
 
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 26] = [
         REPOSITORY,
         SERVER_NAME,
         ENDPOINT_URL,
@@ -101,6 +106,8 @@ pub mod param {
         BACKUP_CHECKPOINT,
         BACKUP_WAL_TIMEOUT_SECONDS,
         STATUS_INTERVAL_SECONDS,
+        RETENTION_POLICY,
+        MINIMUM_REDUNDANCY,
     ];
 }
 
@@ -462,6 +469,9 @@ pub struct BackupSettings {
     pub connection: Option<String>,
     pub checkpoint: Checkpoint,
     pub wal_timeout: Duration,
+    /// Applied after the backup succeeds (parameter `retentionPolicy`).
+    pub retention: Option<RetentionPolicy>,
+    pub minimum_redundancy: u32,
 }
 
 /// Settings for `Backup.Backup`: the Cluster's own entry, overridden by the
@@ -486,8 +496,18 @@ pub fn for_backup(
         DEFAULT_BACKUP_WAL_TIMEOUT.as_secs(),
         1..=86_400,
     )?;
+    let retention = match params.get(param::RETENTION_POLICY) {
+        None => None,
+        Some(v) => Some(
+            v.parse::<RetentionPolicy>()
+                .map_err(|e| params.bad(param::RETENTION_POLICY, v, e))?,
+        ),
+    };
+    let minimum_redundancy = params.number(param::MINIMUM_REDUNDANCY, 0u32, 0..=10_000)?;
     Ok(BackupSettings {
         repo,
+        retention,
+        minimum_redundancy,
         name: params
             .get(param::NAME)
             .or(backup_name.filter(|n| !n.is_empty()))
@@ -946,7 +966,22 @@ mod tests {
         assert_eq!(s.checkpoint, Checkpoint::Fast);
         assert_eq!(s.connection.as_deref(), Some("host=/run/pg port=5433"));
         assert_eq!(s.wal_timeout, Duration::from_secs(30));
-        for (k, v) in [("nmae", "x"), ("backupCheckpoint", "slow")] {
+        assert_eq!(s.retention, None);
+        let with_policy = with_params(json!({
+            "repository": "s3://bkt/pg", "retentionPolicy": "30d", "minimumRedundancy": "2"
+        }));
+        let s = for_backup(&with_policy, &none, None, &SidecarEnv::default()).unwrap();
+        assert_eq!(
+            s.retention.map(|p| p.to_string()).as_deref(),
+            Some("RECOVERY WINDOW OF 30 DAYS")
+        );
+        assert_eq!(s.minimum_redundancy, 2);
+        for (k, v) in [
+            ("nmae", "x"),
+            ("backupCheckpoint", "slow"),
+            ("retentionPolicy", "30 days"),
+            ("minimumRedundancy", "-1"),
+        ] {
             let bad: HashMap<String, String> = [(k.to_string(), v.to_string())].into();
             let e = for_backup(&c, &bad, None, &SidecarEnv::default()).unwrap_err();
             assert!(

@@ -359,6 +359,48 @@ fn backups_through_the_sidecar_match_the_server_and_metrics_match_pitr_status() 
         st["last_backup"]["size"].as_f64().unwrap()
     );
 
+    // retentionPolicy, applied once the Backup succeeded (as
+    // plugin-barman-cloud does): REDUNDANCY 1 leaves only the new backup,
+    // and the WAL before its begin goes.
+    pg.sql("insert into t select generate_series(2001, 3000)");
+    backup_resource(&backup_json, "pg-bk-third", server);
+    let r = manager(
+        &env,
+        &[
+            "backup",
+            &backup_json.display().to_string(),
+            "retentionPolicy=REDUNDANCY 1",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}\n{}", sidecar.log_text());
+    let b3 = json_of(&r.stdout);
+    let id3 = b3["backup_id"].as_str().unwrap();
+    let begin3 = b3["begin_wal"].as_str().unwrap();
+    let listed = pitr_json(&["backup", "list", "--format", "json"]);
+    let left: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["backup_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [id3], "{}", sidecar.log_text());
+    let wal = rgw.keys(&bucket, &format!("pg/{server}/wals/"));
+    assert!(!wal.is_empty());
+    for k in &wal {
+        let name = k.rsplit('/').next().unwrap();
+        assert!(
+            name.ends_with(".history") || name.get(..24).is_some_and(|seg| seg >= begin3),
+            "{k} is before {begin3}"
+        );
+    }
+    assert!(
+        sidecar
+            .log_text()
+            .contains("retention REDUNDANCY 1: deleted 2 backups"),
+        "{}",
+        sidecar.log_text()
+    );
+
     // A stopped server: the error names the socket it tried.
     pg.stop();
     let r = manager(&env, &["backup", &backup_json.display().to_string()]);

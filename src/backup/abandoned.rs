@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::repo::Repo;
 
 /// A STARTED backup older than this was abandoned (its process was killed).
-const ABANDONED_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+pub(crate) const ABANDONED_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(6);
 
 /// Marks backups left STARTED long ago as FAILED and drops the uploads
 /// they left open, so a killed backup does not hold storage forever.

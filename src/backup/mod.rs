@@ -1,10 +1,11 @@
 //! Base backups: ids, Barman's backup.info, the catalog in the repository,
 //! and taking a backup over the replication protocol.
 
-mod abandoned;
+pub(crate) mod abandoned;
 pub mod catalog;
 pub mod id;
 pub mod info;
+pub mod keep;
 pub mod label_capture;
 pub mod outcome;
 pub mod pyrepr;

@@ -1,4 +1,4 @@
-//! `pitr backup` and its catalog commands: list, show, delete, verify.
+//! `pitr backup` and its catalog commands: list, show, delete, verify, keep.
 
 use std::time::Duration;
 
@@ -7,8 +7,10 @@ use tracing::{error, info};
 
 use super::backup_output::{print_entry, print_list, Format};
 use super::exit;
+use super::expire::{run_policy, ExpireOptions};
 use super::progress::Reporter;
 use super::repo_args::RepoArgs;
+use pitr::backup::keep::{self, KeepTarget};
 use pitr::backup::take::{take, BackupRequest};
 use pitr::backup::{catalog, verify, BackupId};
 use pitr::config::redact;
@@ -94,10 +96,54 @@ pub enum BackupAction {
     List(ListArgs),
     /// Show one backup (an id, a name, latest or oldest)
     Show(ShowArgs),
-    /// Delete one backup (its WAL stays)
-    Delete(ShowArgs),
+    /// Delete one backup (its WAL stays), or, with --retention-policy,
+    /// every backup the policy makes obsolete and the WAL no remaining
+    /// backup needs (as barman-cloud-backup-delete -r; same as `pitr expire`)
+    Delete(DeleteArgs),
     /// Read a backup back and check every file against the server's manifest
     Verify(ShowArgs),
+    /// Keep a backup beyond the retention policy, release it, or show its keep
+    /// (stored where barman-cloud-backup-keep stores it)
+    Keep(KeepArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Backup id, name, `latest` or `oldest`
+    #[arg(
+        required_unless_present = "retention_policy",
+        conflicts_with = "retention_policy"
+    )]
+    pub backup: Option<String>,
+    /// Delete what this policy makes obsolete: REDUNDANCY N,
+    /// RECOVERY WINDOW OF N DAYS|WEEKS|MONTHS, or Nd / Nw / Nm
+    #[arg(short = 'r', long, value_name = "POLICY")]
+    pub retention_policy: Option<String>,
+    #[command(flatten)]
+    pub common: ExpireOptions,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("keep_action").required(true).args(["target", "release", "status"])))]
+pub struct KeepArgs {
+    /// Backup id, name, `latest` or `oldest`
+    pub backup: String,
+    /// Keep it: `full` (the backup and all WAL after it) or `standalone`
+    /// (the backup and only the WAL it needs to be consistent)
+    #[arg(long, value_enum)]
+    pub target: Option<KeepTargetArg>,
+    /// Release its keep: the retention policy applies to it again
+    #[arg(short = 'r', long)]
+    pub release: bool,
+    /// Print its keep: `Keep: full`, `Keep: standalone` or `Keep: nokeep`
+    #[arg(short = 's', long)]
+    pub status: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeepTargetArg {
+    Full,
+    Standalone,
 }
 
 #[derive(Debug, Args)]
@@ -183,7 +229,16 @@ async fn run_action(action: BackupAction, repo_args: &RepoArgs) -> u8 {
         BackupAction::Show(_) => "backup show",
         BackupAction::Delete(_) => "backup delete",
         BackupAction::Verify(_) => "backup verify",
+        BackupAction::Keep(_) => "backup keep",
     };
+    if let BackupAction::Delete(DeleteArgs {
+        retention_policy: Some(policy),
+        common,
+        ..
+    }) = &action
+    {
+        return run_policy(policy, common, repo_args, what).await;
+    }
     let (repo, secrets) = match open(repo_args, false) {
         Ok(r) => r,
         Err(e) => return fail(what, &e, &[]),
@@ -199,16 +254,62 @@ async fn run_action(action: BackupAction, repo_args: &RepoArgs) -> u8 {
                 Ok(exit::OK)
             }
             BackupAction::Delete(a) => {
-                let id = match catalog::resolve(&repo, &a.backup).await {
+                let spec = a.backup.as_deref().unwrap_or_default();
+                let id = match catalog::resolve(&repo, spec).await {
                     Ok(e) => e.info.backup_id,
                     // A delete cut short leaves no backup.info: allow the id.
-                    Err(_) => a.backup.parse::<BackupId>()?,
+                    Err(_) => spec.parse::<BackupId>()?,
                 };
+                keep::refuse_if_kept(&repo, &id).await?;
+                let minimum = a.common.minimum_redundancy as usize;
+                if minimum > 0 {
+                    let done = catalog::list(&repo)
+                        .await?
+                        .iter()
+                        .filter(|e| e.usable())
+                        .count();
+                    if minimum >= done {
+                        return Err(Error::Conflict(format!(
+                            "not deleting backup {id}: the minimum redundancy is {minimum} and \
+                             the repository holds {done} usable backups"
+                        )));
+                    }
+                }
+                if a.common.dry_run {
+                    println!("would delete backup {id}");
+                    return Ok(exit::OK);
+                }
                 let keys = catalog::delete(&repo, &id).await?;
                 info!(
                     "deleted backup {id} ({} objects; its WAL is kept)",
                     keys.len()
                 );
+                Ok(exit::OK)
+            }
+            BackupAction::Keep(a) => {
+                let id = catalog::resolve(&repo, &a.backup).await?.info.backup_id;
+                if a.status {
+                    let target = keep::get(&repo, &id).await?;
+                    println!(
+                        "Keep: {}",
+                        target.map(KeepTarget::as_str).unwrap_or("nokeep")
+                    );
+                } else if a.release {
+                    if keep::release(&repo, &id).await? {
+                        info!(
+                            "backup {id}: keep released; the retention policy applies to it again"
+                        );
+                    } else {
+                        info!("backup {id} had no keep");
+                    }
+                } else if let Some(t) = a.target {
+                    let target = match t {
+                        KeepTargetArg::Full => KeepTarget::Full,
+                        KeepTargetArg::Standalone => KeepTarget::Standalone,
+                    };
+                    keep::set(&repo, &id, target).await?;
+                    info!("backup {id} kept (target {target})");
+                }
                 Ok(exit::OK)
             }
             BackupAction::Verify(a) => {

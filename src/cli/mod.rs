@@ -8,6 +8,7 @@ pub mod drill;
 pub mod exit;
 pub mod metrics;
 pub mod metrics_server;
+pub mod expire;
 pub mod progress;
 pub mod repo_args;
 pub mod restore;
@@ -64,6 +65,8 @@ pub enum Command {
     Drill(Box<drill::DrillArgs>),
     /// Prometheus metrics of the repository (printed, or served with --listen)
     Metrics(metrics::MetricsArgs),
+    /// Apply the retention policy: delete obsolete backups and the WAL no kept backup needs
+    Expire(expire::ExpireArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -78,5 +81,6 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Status(args) => status::run(args, repo).await,
         Command::Drill(args) => drill::run(*args, repo, cli.config.as_deref()).await,
         Command::Metrics(args) => metrics::run(args, repo).await,
+        Command::Expire(args) => expire::run(args, repo).await,
     }
 }

@@ -102,6 +102,17 @@ pub trait ObjectStore: Send + Sync {
     /// there is no object under `key`.
     async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<RangeBytes>>;
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Deletes many objects, in as few requests as the store allows (S3
+    /// DeleteObjects: up to 1,000 keys a request), in the order given
+    /// batch by batch. Keys that are already gone are not an error. On a
+    /// failure some keys may be deleted and others not: callers order their
+    /// keys so that any prefix of the work leaves a consistent repository.
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        for k in keys {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
     /// Drops every unfinished upload under `prefix` (left by a process that
     /// was killed) and returns how many it dropped.
     async fn abort_unfinished(&self, prefix: &str) -> Result<usize>;

@@ -42,6 +42,18 @@ pub struct S3Store {
     part_size: usize,
 }
 
+/// The most keys one DeleteObjects request may name (S3's limit).
+const DELETE_BATCH: usize = 1000;
+
+/// Content-MD5 of a request body, which MinIO and older S3 servers require
+/// on DeleteObjects; the SDK, in "checksums when required" mode, sends only
+/// its CRC32 header there.
+fn content_md5(body: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
+}
+
 /// Builds an SDK client from the settings. Public so tests and tools can
 /// reach the same store the way pitr does.
 pub fn client(settings: &S3Settings) -> Result<Client> {
@@ -132,6 +144,64 @@ impl S3Store {
             sse: settings.sse.clone(),
             part_size: settings.part_size,
         })
+    }
+
+    /// One DeleteObjects request (quiet: only failures are reported).
+    async fn delete_batch(&self, keys: &[String]) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let first = keys.first().map(String::as_str).unwrap_or_default();
+        debug!(
+            "store request: DeleteObjects {} keys from {first}",
+            keys.len()
+        );
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Store(format!("cannot build DeleteObjects request: {e}")))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| Error::Store(format!("cannot build DeleteObjects request: {e}")))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .customize()
+            .mutate_request(|req| {
+                if let Some(md5) = req.body().bytes().map(content_md5) {
+                    req.headers_mut().insert("Content-MD5", md5);
+                }
+            })
+            .send()
+            .await
+            .map_err(|e| to_error(e, "DeleteObjects", first, &self.target()))?;
+        let failed: Vec<String> = out
+            .errors()
+            .iter()
+            .filter(|e| e.code() != Some("NoSuchKey"))
+            .map(|e| {
+                format!(
+                    "{} ({})",
+                    e.key().unwrap_or_default(),
+                    e.message().or(e.code()).unwrap_or("refused")
+                )
+            })
+            .collect();
+        if let Some(one) = failed.first() {
+            return Err(Error::Store(format!(
+                "{} ({}) refused to delete {} of {} objects, e.g. {one}: check that the \
+                 credentials may delete (s3:DeleteObject) in bucket {}",
+                self.endpoint,
+                self.bucket,
+                failed.len(),
+                keys.len(),
+                self.bucket
+            )));
+        }
+        Ok(())
     }
 
     /// One level under `prefix` (a listing with `/` as the delimiter): the
@@ -396,6 +466,13 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| to_error(e, "DELETE", key, &self.target()))?;
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        for batch in keys.chunks(DELETE_BATCH) {
+            self.delete_batch(batch).await?;
+        }
         Ok(())
     }
 
