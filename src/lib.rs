@@ -19,6 +19,7 @@ pub mod status;
 pub mod store;
 pub mod tar_walk;
 pub mod transfer;
+pub mod verify;
 pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};
