@@ -1,6 +1,7 @@
 //! The command line: the only place that knows clap. Each command parses,
 //! builds a repository, calls one library function, and reports.
 
+pub mod archive;
 pub mod backup;
 pub mod backup_output;
 pub mod config_file;
@@ -54,6 +55,8 @@ pub enum Command {
     Backup(Box<backup::BackupArgs>),
     /// Restore a backup and recover to a point in time (time, LSN, xid, name, latest)
     Restore(Box<restore::RestoreArgs>),
+    /// Check the WAL archive: `pitr archive verify [--deep] [--full]`
+    Archive(archive::ArchiveArgs),
     /// The repository at a glance: last archived segment, backups, recoverability
     Status(status::StatusArgs),
 }
@@ -68,5 +71,6 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Backup(args) => backup::run(*args, repo).await,
         Command::Restore(args) => restore::run(*args, repo, cli.config.as_deref()).await,
         Command::Status(args) => status::run(args, repo).await,
+        Command::Archive(args) => archive::run(args, repo).await,
     }
 }
