@@ -6,6 +6,7 @@
 //! and print the result.
 
 pub mod backup;
+pub mod check;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod backup;
 pub mod backup_output;
+pub mod check;
 pub mod config_file;
 pub mod exit;
 pub mod progress;
@@ -57,6 +58,8 @@ pub enum Command {
     Restore(Box<restore::RestoreArgs>),
     /// Check the WAL archive: `pitr archive verify [--deep] [--full]`
     Archive(archive::ArchiveArgs),
+    /// Check the settings, the store and (with -d) PostgreSQL's archiving: one line per check
+    Check(check::CheckArgs),
     /// The repository at a glance: last archived segment, backups, recoverability
     Status(status::StatusArgs),
 }
@@ -72,5 +75,6 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Restore(args) => restore::run(*args, repo, cli.config.as_deref()).await,
         Command::Status(args) => status::run(args, repo).await,
         Command::Archive(args) => archive::run(args, repo).await,
+        Command::Check(args) => check::run(args, repo).await,
     }
 }

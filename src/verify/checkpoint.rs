@@ -37,6 +37,14 @@ pub struct TimelineCheckpoint {
     pub deep_last_key: Option<String>,
 }
 
+/// A gap: segment numbers `first..=last` of a timeline are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGap {
+    pub timeline: u32,
+    pub first: u64,
+    pub last: u64,
+}
+
 /// A history file as last read: re-read only when the listing shows
 /// another size or time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +75,9 @@ pub struct VerifyState {
     /// One line per history problem, as last found.
     #[serde(default)]
     pub history_problems: Vec<String>,
+    /// The gaps last found, for `status`.
+    #[serde(default)]
+    pub gaps: Vec<StoredGap>,
     /// DONE backups whose own WAL is incomplete.
     #[serde(default)]
     pub incomplete_backups: Vec<String>,

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{TimeDelta, Utc};
 
-use self::checkpoint::{HistorySeen, TimelineCheckpoint, VerifyState, FORMAT};
+use self::checkpoint::{HistorySeen, StoredGap, TimelineCheckpoint, VerifyState, FORMAT};
 use self::history_check::HistoryFile;
 use self::ranges::Ranges;
 use self::report::{
@@ -321,6 +321,16 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             histories: seen_histories,
             object_problems: object_problems.clone(),
             history_problems: history_problems.iter().map(|p| p.to_string()).collect(),
+            gaps: timeline_reports
+                .iter()
+                .flat_map(|t| {
+                    t.gaps.iter().map(|g| StoredGap {
+                        timeline: t.timeline.get(),
+                        first: g.first.segment_number(seg_size),
+                        last: g.last.segment_number(seg_size),
+                    })
+                })
+                .collect(),
             incomplete_backups: backups
                 .iter()
                 .filter(|b| !b.wal_complete)
