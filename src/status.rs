@@ -2,7 +2,10 @@
 //! segment (the newest hash directory only, found with one directory
 //! listing), and the backups (the catalog's backup.info and pitr.json
 //! files). `pitr status` prints it; Prometheus metrics and the CNPG-I
-//! plugin's metrics are made from it. It never lists the whole archive.
+//! plugin's metrics are made from it. It never lists the whole archive:
+//! the first and last segment of each timeline come from one directory
+//! listing and the first and last hash directory of each timeline, and the
+//! gaps from the last `archive verify` (its state record).
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
@@ -11,7 +14,10 @@ use crate::backup::catalog::{self, CatalogEntry};
 use crate::backup::{BackupId, BackupStatus};
 use crate::error::Result;
 use crate::repo::Repo;
-use crate::wal::{SegmentName, WalFileName};
+use crate::state::{self, StateKind};
+use crate::verify::checkpoint::VerifyState;
+use crate::verify::report::SegmentRange;
+use crate::wal::{SegmentName, TimelineId, WalFileName};
 
 /// The newest segment in the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,12 +69,72 @@ pub struct RepoStatus {
     /// The earliest point a restore can reach: the end of the oldest usable
     /// backup.
     pub first_recoverability_point: Option<DateTime<FixedOffset>>,
+    /// The archive's first and last segment of each timeline.
+    pub timelines: Vec<TimelineExtent>,
+    /// What the last `archive verify` found, if one ran.
+    pub last_verify: Option<LastVerify>,
+}
+
+/// The first and last segment of one timeline in the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineExtent {
+    pub timeline: TimelineId,
+    pub first_segment: SegmentName,
+    pub last_segment: SegmentName,
+}
+
+/// The last `archive verify`'s result, from its state record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastVerify {
+    pub verified_at: DateTime<Utc>,
+    pub last_full_at: Option<DateTime<Utc>>,
+    pub healthy: bool,
+    /// The gaps it found: first and last missing segment.
+    pub gaps: Vec<SegmentRange>,
+    pub history_problems: Vec<String>,
+    /// How many objects it found damaged, foreign or misplaced.
+    pub object_problems: usize,
+    /// Backups whose own WAL it found incomplete.
+    pub incomplete_backups: Vec<String>,
+}
+
+impl LastVerify {
+    fn of(s: VerifyState) -> LastVerify {
+        let seg = s.segment_size;
+        LastVerify {
+            verified_at: s.verified_at,
+            last_full_at: s.last_full_at,
+            healthy: s.healthy,
+            gaps: s
+                .gaps
+                .iter()
+                .filter_map(|g| {
+                    let t = TimelineId::new(g.timeline)?;
+                    let r = crate::verify::ranges::Range {
+                        first: g.first,
+                        last: g.last,
+                    };
+                    Some(SegmentRange::new(t, r, seg))
+                })
+                .collect(),
+            history_problems: s.history_problems,
+            object_problems: s.object_problems.len(),
+            incomplete_backups: s.incomplete_backups,
+        }
+    }
 }
 
 /// Reads the status of `repo`.
 pub async fn gather(repo: &Repo) -> Result<RepoStatus> {
-    let (entries, last_archived) = tokio::try_join!(catalog::list(repo), archive_tip(repo))?;
-    Ok(summarize(repo.describe(), &entries, last_archived))
+    let (entries, (last_archived, timelines), verified) = tokio::try_join!(
+        catalog::list(repo),
+        archive_extent(repo),
+        state::read::<VerifyState>(repo, StateKind::Verify)
+    )?;
+    let mut status = summarize(repo.describe(), &entries, last_archived);
+    status.timelines = timelines;
+    status.last_verify = verified.map(LastVerify::of);
+    Ok(status)
 }
 
 /// The status from a catalog listing and the archive's tip.
@@ -89,6 +155,8 @@ pub fn summarize(
             .rfind(|e| e.info.status == BackupStatus::Failed)
             .map(BackupPoint::of),
         first_recoverability_point: usable.first().and_then(|e| e.info.end_time),
+        timelines: Vec::new(),
+        last_verify: None,
     }
 }
 
@@ -96,25 +164,73 @@ pub fn summarize(
 /// directories sort by timeline, then by position) listed alone.
 pub async fn archive_tip(repo: &Repo) -> Result<Option<ArchiveTip>> {
     let dirs = repo.store.list_dirs(&repo.layout.wals_prefix()).await?;
-    for dir in dirs.iter().rev() {
-        let mut newest: Option<ArchiveTip> = None;
+    newest_in(repo, dirs.iter().rev()).await
+}
+
+/// The newest segment in the first of `dirs` that holds one.
+async fn newest_in<'a>(
+    repo: &Repo,
+    dirs: impl Iterator<Item = &'a String>,
+) -> Result<Option<ArchiveTip>> {
+    Ok(extreme_in(repo, dirs, true).await?.map(|(segment, archived_at)| ArchiveTip {
+        segment,
+        archived_at,
+    }))
+}
+
+/// The newest (or oldest) segment in the first of `dirs` that holds one.
+async fn extreme_in<'a>(
+    repo: &Repo,
+    dirs: impl Iterator<Item = &'a String>,
+    newest: bool,
+) -> Result<Option<(SegmentName, Option<DateTime<Utc>>)>> {
+    for dir in dirs {
+        let mut found: Option<(SegmentName, Option<DateTime<Utc>>)> = None;
         for o in repo.store.list(dir).await? {
             if let Some(WalFileName::Segment(segment)) =
                 repo.layout.parse_wal_key(&o.key).map(|k| k.name)
             {
-                if newest.as_ref().is_none_or(|n| segment > n.segment) {
-                    newest = Some(ArchiveTip {
-                        segment,
-                        archived_at: o.last_modified,
-                    });
+                let better = found
+                    .as_ref()
+                    .is_none_or(|(f, _)| (segment > *f) == newest && segment != *f);
+                if better {
+                    found = Some((segment, o.last_modified));
                 }
             }
         }
-        if newest.is_some() {
-            return Ok(newest);
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)
+}
+
+/// The archive's tip, and the first and last segment of every timeline:
+/// one directory listing, then each timeline's first and last hash
+/// directory (more only where those hold no whole segment).
+pub async fn archive_extent(repo: &Repo) -> Result<(Option<ArchiveTip>, Vec<TimelineExtent>)> {
+    let dirs = repo.store.list_dirs(&repo.layout.wals_prefix()).await?;
+    let tip = newest_in(repo, dirs.iter().rev()).await?;
+    let mut by_timeline: std::collections::BTreeMap<TimelineId, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for d in dirs {
+        if let Some(t) = crate::verify::walk::dir_timeline(repo, &d) {
+            by_timeline.entry(t).or_default().push(d);
+        }
+    }
+    let mut extents = Vec::new();
+    for (timeline, dirs) in by_timeline {
+        let first = extreme_in(repo, dirs.iter(), false).await?;
+        let last = extreme_in(repo, dirs.iter().rev(), true).await?;
+        if let (Some((first_segment, _)), Some((last_segment, _))) = (first, last) {
+            extents.push(TimelineExtent {
+                timeline,
+                first_segment,
+                last_segment,
+            });
+        }
+    }
+    Ok((tip, extents))
 }
 
 #[cfg(test)]
@@ -138,6 +254,19 @@ mod tests {
         let tip = archive_tip(&repo).await.unwrap().unwrap();
         assert_eq!(tip.segment.to_string(), "000000020000000100000004");
         assert!(tip.archived_at.is_some());
+        let (again, extents) = archive_extent(&repo).await.unwrap();
+        assert_eq!(again, Some(tip));
+        let text: Vec<String> = extents
+            .iter()
+            .map(|e| format!("{} {}-{}", e.timeline.get(), e.first_segment, e.last_segment))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "1 000000010000000000000003-000000010000000100000388",
+                "2 000000020000000100000004-000000020000000100000004"
+            ]
+        );
     }
 
     fn entry(id: &str, status: BackupStatus, end: &str) -> CatalogEntry {

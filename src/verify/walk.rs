@@ -132,7 +132,7 @@ pub(super) async fn list_timeline(
 
 /// The timeline of a hash directory key (`…/wals/<TLI><LOG>/`), or None
 /// for a directory that is not one.
-pub(super) fn dir_timeline(repo: &Repo, dir: &str) -> Option<TimelineId> {
+pub(crate) fn dir_timeline(repo: &Repo, dir: &str) -> Option<TimelineId> {
     let name = dir
         .strip_prefix(repo.layout.wals_prefix().as_str())?
         .strip_suffix('/')?;
