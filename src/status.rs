@@ -172,10 +172,12 @@ async fn newest_in<'a>(
     repo: &Repo,
     dirs: impl Iterator<Item = &'a String>,
 ) -> Result<Option<ArchiveTip>> {
-    Ok(extreme_in(repo, dirs, true).await?.map(|(segment, archived_at)| ArchiveTip {
-        segment,
-        archived_at,
-    }))
+    Ok(extreme_in(repo, dirs, true)
+        .await?
+        .map(|(segment, archived_at)| ArchiveTip {
+            segment,
+            archived_at,
+        }))
 }
 
 /// The newest (or oldest) segment in the first of `dirs` that holds one.
@@ -258,7 +260,14 @@ mod tests {
         assert_eq!(again, Some(tip));
         let text: Vec<String> = extents
             .iter()
-            .map(|e| format!("{} {}-{}", e.timeline.get(), e.first_segment, e.last_segment))
+            .map(|e| {
+                format!(
+                    "{} {}-{}",
+                    e.timeline.get(),
+                    e.first_segment,
+                    e.last_segment
+                )
+            })
             .collect();
         assert_eq!(
             text,

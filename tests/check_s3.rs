@@ -55,8 +55,8 @@ fn check_passes_as_the_pitr_role_and_names_each_failure() {
         pitr_bin().display()
     ));
     pg.start(&env);
-    let role_sql = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/pitr_role.sql"))
-        .unwrap();
+    let role_sql =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/pitr_role.sql")).unwrap();
     pg.sql(&role_sql);
     // Idempotent: a second run changes nothing and does not fail.
     pg.sql(&role_sql);
@@ -64,16 +64,16 @@ fn check_passes_as_the_pitr_role_and_names_each_failure() {
         pg.sql("select rolsuper, rolreplication from pg_roles where rolname = 'pitr'"),
         "f|t"
     );
-    let as_pitr = format!(
-        "host={} port={} user=pitr",
-        pg.sock.display(),
-        pg.port
-    );
+    let as_pitr = format!("host={} port={} user=pitr", pg.sock.display(), pg.port);
 
     // A backup as the role: REPLICATION and pg_read_all_settings suffice.
-    let b = run(pitr()
-        .envs(env.iter().cloned())
-        .args(["backup", "-d", &as_pitr, "--wal-timeout", "60"]));
+    let b = run(pitr().envs(env.iter().cloned()).args([
+        "backup",
+        "-d",
+        &as_pitr,
+        "--wal-timeout",
+        "60",
+    ]));
     assert_eq!(b.code, 0, "{b:?}");
     let show = run(pitr()
         .envs(env.iter().cloned())
@@ -81,7 +81,9 @@ fn check_passes_as_the_pitr_role_and_names_each_failure() {
     assert_eq!(show.code, 0, "{show:?}");
     let info: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
     assert!(
-        info["pgdata"].as_str().is_some_and(|p| p.ends_with("primary")),
+        info["pgdata"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("primary")),
         "data_directory was readable: {}",
         show.stdout
     );
@@ -103,7 +105,11 @@ fn check_passes_as_the_pitr_role_and_names_each_failure() {
     ] {
         assert!(line(&good, step).starts_with("OK "), "{}", good.stdout);
     }
-    assert!(line(&good, "archiving").contains("reached"), "{}", good.stdout);
+    assert!(
+        line(&good, "archiving").contains("reached"),
+        "{}",
+        good.stdout
+    );
     // The test object is gone.
     assert!(
         rgw.keys(&bucket, "pg/main/pitr/check-").is_empty(),
@@ -117,16 +123,26 @@ fn check_passes_as_the_pitr_role_and_names_each_failure() {
     assert_eq!(bad.code, PROBLEMS, "{bad:?}");
     let l = line(&bad, "store");
     assert!(l.starts_with("FAIL"), "{}", bad.stdout);
-    assert!(l.contains("credentials") && l.contains("S3_SECRET_ACCESS_KEY"), "{l}");
+    assert!(
+        l.contains("credentials") && l.contains("S3_SECRET_ACCESS_KEY"),
+        "{l}"
+    );
     for out in [&bad.stdout, &bad.stderr] {
         assert!(!out.contains(wrong_secret), "{out}");
         assert!(!out.contains(&rgw.secret_key), "{out}");
     }
-    assert!(line(&bad, "write/read/delete").starts_with("SKIP"), "{}", bad.stdout);
+    assert!(
+        line(&bad, "write/read/delete").starts_with("SKIP"),
+        "{}",
+        bad.stdout
+    );
 
     // A bucket that does not exist.
     let missing = common::unique("pitr-nobucket").to_lowercase();
-    let bad = check(&with(&env, "PITR_REPO", &format!("s3://{missing}/pg")), None);
+    let bad = check(
+        &with(&env, "PITR_REPO", &format!("s3://{missing}/pg")),
+        None,
+    );
     assert_eq!(bad.code, PROBLEMS, "{bad:?}");
     let l = line(&bad, "store");
     assert!(l.starts_with("FAIL") && l.contains("does not exist"), "{l}");
@@ -146,7 +162,11 @@ fn check_passes_as_the_pitr_role_and_names_each_failure() {
         l.starts_with("FAIL") && l.contains("/bin/true") && l.contains("fix: set archive_command"),
         "{l}"
     );
-    assert!(line(&bad, "archiving").starts_with("SKIP"), "{}", bad.stdout);
+    assert!(
+        line(&bad, "archiving").starts_with("SKIP"),
+        "{}",
+        bad.stdout
+    );
     assert!(line(&bad, "store").starts_with("OK"), "{}", bad.stdout);
 
     // A server of another cluster against this repository.

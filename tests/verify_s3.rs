@@ -24,8 +24,8 @@ fn verify(env: &[(String, String)], extra: &[&str]) -> (Run, Value) {
         .envs(env.iter().cloned())
         .args(["archive", "verify", "--format", "json"])
         .args(extra));
-    let v: Value = serde_json::from_str(&r.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"));
+    let v: Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"));
     (r, v)
 }
 
@@ -66,9 +66,13 @@ fn verify_finds_gaps_and_damage_and_reads_only_what_is_new() {
             .collect()
     };
     switch(3);
-    let b = run(pitr()
-        .envs(env.iter().cloned())
-        .args(["backup", "-d", &pg.conninfo(), "--wal-timeout", "60"]));
+    let b = run(pitr().envs(env.iter().cloned()).args([
+        "backup",
+        "-d",
+        &pg.conninfo(),
+        "--wal-timeout",
+        "60",
+    ]));
     assert_eq!(b.code, 0, "{b:?}");
     let after_backup = switch(6);
     pg.wait_archived(after_backup.last().unwrap(), Duration::from_secs(120));
@@ -137,14 +141,21 @@ fn verify_finds_gaps_and_damage_and_reads_only_what_is_new() {
     damaged[mid] ^= 0xFF;
     rgw.put_with_metadata(&bucket, &victim, damaged, &meta);
     let (r, _) = verify(&env, &[]);
-    assert_eq!(r.code, 0, "documented: a shallow run reads no object\n{r:?}");
+    assert_eq!(
+        r.code, 0,
+        "documented: a shallow run reads no object\n{r:?}"
+    );
     let (r, v) = verify(&env, &["--deep"]);
     assert_eq!(r.code, PROBLEMS, "{r:?}");
     let problems = v["object_problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0]["key"], victim.as_str());
     assert_eq!(problems[0]["problem"], "damaged");
-    assert!(v["read"]["objects_read"].as_u64().unwrap() >= 12, "{}", v["read"]);
+    assert!(
+        v["read"]["objects_read"].as_u64().unwrap() >= 12,
+        "{}",
+        v["read"]
+    );
     // Put back: a deep full run reads everything again and is clean.
     rgw.put_with_metadata(&bucket, &victim, original, &meta);
     let (r, v) = verify(&env, &["--deep", "--full"]);
@@ -173,7 +184,8 @@ fn verify_finds_gaps_and_damage_and_reads_only_what_is_new() {
     let text = run(pitr().envs(env.iter().cloned()).args(["archive", "verify"]));
     assert_eq!(text.code, PROBLEMS, "{text:?}");
     assert!(
-        text.stdout.contains(&format!("GAP          {gone} missing")),
+        text.stdout
+            .contains(&format!("GAP          {gone} missing")),
         "{}",
         text.stdout
     );

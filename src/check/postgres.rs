@@ -131,17 +131,23 @@ pub(super) async fn check(
         ),
         Err(e) => CheckLine::fail(Step::WalLevel, e.to_string(), settings_fix("wal_level")),
     });
-    report.lines.push(match show(&mut conn, "archive_mode").await {
-        Ok(v) if v == "on" || v == "always" => {
-            CheckLine::ok(Step::ArchiveMode, format!("archive_mode = {v}"))
-        }
-        Ok(v) => CheckLine::fail(
-            Step::ArchiveMode,
-            format!("archive_mode = {v}: nothing is archived"),
-            "set archive_mode = on in postgresql.conf and restart",
-        ),
-        Err(e) => CheckLine::fail(Step::ArchiveMode, e.to_string(), settings_fix("archive_mode")),
-    });
+    report
+        .lines
+        .push(match show(&mut conn, "archive_mode").await {
+            Ok(v) if v == "on" || v == "always" => {
+                CheckLine::ok(Step::ArchiveMode, format!("archive_mode = {v}"))
+            }
+            Ok(v) => CheckLine::fail(
+                Step::ArchiveMode,
+                format!("archive_mode = {v}: nothing is archived"),
+                "set archive_mode = on in postgresql.conf and restart",
+            ),
+            Err(e) => CheckLine::fail(
+                Step::ArchiveMode,
+                e.to_string(),
+                settings_fix("archive_mode"),
+            ),
+        });
     // PostgreSQL 15 and later ignore archive_command when archive_library is set.
     let library = match conn.server_version_num() >= 150_000 {
         true => show(&mut conn, "archive_library").await.unwrap_or_default(),
@@ -149,26 +155,28 @@ pub(super) async fn check(
     };
     let pitr_line = "set archive_command = 'pitr --config /etc/pitr/<server>.env wal-push %p' \
                      and reload (SELECT pg_reload_conf())";
-    report.lines.push(match show(&mut conn, "archive_command").await {
-        Ok(_) if !library.is_empty() => CheckLine::fail(
-            Step::ArchiveCommand,
-            format!("archive_library = '{library}' is set, so archive_command is not used"),
-            format!("set archive_library = '' and {pitr_line}"),
-        ),
-        Ok(v) if archives_with_pitr(&v) => {
-            CheckLine::ok(Step::ArchiveCommand, format!("archive_command = '{v}'"))
-        }
-        Ok(v) => CheckLine::fail(
-            Step::ArchiveCommand,
-            format!("archive_command = '{v}' does not run pitr wal-push %p"),
-            pitr_line,
-        ),
-        Err(e) => CheckLine::fail(
-            Step::ArchiveCommand,
-            e.to_string(),
-            settings_fix("archive_command"),
-        ),
-    });
+    report
+        .lines
+        .push(match show(&mut conn, "archive_command").await {
+            Ok(_) if !library.is_empty() => CheckLine::fail(
+                Step::ArchiveCommand,
+                format!("archive_library = '{library}' is set, so archive_command is not used"),
+                format!("set archive_library = '' and {pitr_line}"),
+            ),
+            Ok(v) if archives_with_pitr(&v) => {
+                CheckLine::ok(Step::ArchiveCommand, format!("archive_command = '{v}'"))
+            }
+            Ok(v) => CheckLine::fail(
+                Step::ArchiveCommand,
+                format!("archive_command = '{v}' does not run pitr wal-push %p"),
+                pitr_line,
+            ),
+            Err(e) => CheckLine::fail(
+                Step::ArchiveCommand,
+                e.to_string(),
+                settings_fix("archive_command"),
+            ),
+        });
     let _ = conn.close().await;
 
     let ready = [
@@ -182,13 +190,15 @@ pub(super) async fn check(
         && repo.is_some();
     report.lines.push(match (ready, repo, opts.switch_wal) {
         (_, _, false) => CheckLine::skip(Step::ArchiveEndToEnd, "--no-switch-wal"),
-        (false, _, _) | (_, None, _) => CheckLine::skip(
-            Step::ArchiveEndToEnd,
-            "the settings above must pass first",
-        ),
+        (false, _, _) | (_, None, _) => {
+            CheckLine::skip(Step::ArchiveEndToEnd, "the settings above must pass first")
+        }
         (true, Some(repo), true) => end_to_end(repo, params, opts).await,
     });
-    debug_assert!(report.lines.iter().all(|l| l.status != Status::Fail || l.fix.is_some()));
+    debug_assert!(report
+        .lines
+        .iter()
+        .all(|l| l.status != Status::Fail || l.fix.is_some()));
 }
 
 /// Forces a WAL switch and waits until the closed segment is archived.
@@ -196,7 +206,11 @@ async fn end_to_end(repo: &Repo, params: &ConnectParams, opts: &CheckOptions) ->
     let switched = async {
         let mut sql = ReplicationConnection::connect_sql(params).await?;
         let in_recovery = sql.simple_query("SELECT pg_is_in_recovery()").await?;
-        if in_recovery.first().and_then(|r| r.first().cloned().flatten()) == Some("t".into()) {
+        if in_recovery
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            == Some("t".into())
+        {
             let _ = sql.close().await;
             return Ok(None);
         }
@@ -242,7 +256,10 @@ async fn end_to_end(repo: &Repo, params: &ConnectParams, opts: &CheckOptions) ->
     match wait_for_segment(repo, &segment, opts.archive_timeout).await {
         Ok(()) => CheckLine::ok(
             Step::ArchiveEndToEnd,
-            format!("switched WAL; segment {segment} reached {}", repo.describe()),
+            format!(
+                "switched WAL; segment {segment} reached {}",
+                repo.describe()
+            ),
         ),
         Err(e) => CheckLine::fail(
             Step::ArchiveEndToEnd,

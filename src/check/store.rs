@@ -81,18 +81,20 @@ pub(super) async fn check(cfg: &RepoConfig, report: &mut CheckReport) -> Option<
     ));
 
     let key = repo.layout.check_key(&token());
-    report.lines.push(match write_read_delete(&repo, &key).await {
-        Ok(()) => CheckLine::ok(
-            Step::WriteReadDelete,
-            format!("wrote, read back and deleted {key}"),
-        ),
-        Err(e) => CheckLine::fail(
-            Step::WriteReadDelete,
-            e.to_string(),
-            "give these credentials write, read and delete rights under the server's prefix; \
+    report
+        .lines
+        .push(match write_read_delete(&repo, &key).await {
+            Ok(()) => CheckLine::ok(
+                Step::WriteReadDelete,
+                format!("wrote, read back and deleted {key}"),
+            ),
+            Err(e) => CheckLine::fail(
+                Step::WriteReadDelete,
+                e.to_string(),
+                "give these credentials write, read and delete rights under the server's prefix; \
              check --sse / PITR_SSE (Ceph RGW takes SSE over https only)",
-        ),
-    });
+            ),
+        });
 
     report.lines.push(match identity::load(&repo).await {
         Ok(Some(id)) => match identity::check_key(&repo, &id, "pitr check") {

@@ -156,7 +156,9 @@ pub(super) async fn walk_timeline(
         if dir_timeline(repo, dir) != Some(timeline) {
             continue;
         }
-        if start_after.is_some_and(|a| dir.trim_end_matches('/') < a && !a.starts_with(dir.as_str())) {
+        if start_after
+            .is_some_and(|a| dir.trim_end_matches('/') < a && !a.starts_with(dir.as_str()))
+        {
             continue;
         }
         let mut jobs = Vec::new();

@@ -26,9 +26,9 @@ pub(super) fn check(
     let mut needed: BTreeMap<TimelineId, String> = BTreeMap::new();
     for (t, r) in segments {
         if t.get() > 1 && !r.is_empty() {
-            needed.entry(*t).or_insert_with(|| {
-                format!("timeline {} has archived segments", t.get())
-            });
+            needed
+                .entry(*t)
+                .or_insert_with(|| format!("timeline {} has archived segments", t.get()));
         }
     }
     for (t, h) in histories {
@@ -41,9 +41,9 @@ pub(super) fn check(
             Ok(path) => {
                 for span in &path.spans[..path.spans.len() - 1] {
                     if span.timeline.get() > 1 {
-                        needed.entry(span.timeline).or_insert_with(|| {
-                            format!("{t}.history names it as an ancestor")
-                        });
+                        needed
+                            .entry(span.timeline)
+                            .or_insert_with(|| format!("{t}.history names it as an ancestor"));
                     }
                 }
             }
@@ -174,9 +174,15 @@ mod tests {
         let p = check(&h, &s, SEG);
         let text: Vec<String> = p.iter().map(|p| p.to_string()).collect();
         assert_eq!(p.len(), 2, "{text:?}");
-        assert!(text[0].starts_with("00000002.history is missing"), "{text:?}");
+        assert!(
+            text[0].starts_with("00000002.history is missing"),
+            "{text:?}"
+        );
         assert!(text[0].contains("ancestor"), "{text:?}");
-        assert!(text[1].starts_with("00000004.history is missing"), "{text:?}");
+        assert!(
+            text[1].starts_with("00000004.history is missing"),
+            "{text:?}"
+        );
 
         // 3's history says 2 forked off 1 at 3000100, 2's says 4000000.
         let h: BTreeMap<_, _> = [
@@ -199,13 +205,16 @@ mod tests {
             .collect();
         let p = check(&h, &segs(&[(2, &[2, 3])]), SEG);
         assert!(
-            p.iter().any(|p| matches!(p, HistoryProblem::SegmentsBeforeFork { first, .. }
-                if first.to_string() == "000000020000000000000002")),
+            p.iter().any(
+                |p| matches!(p, HistoryProblem::SegmentsBeforeFork { first, .. }
+                if first.to_string() == "000000020000000000000002")
+            ),
             "{p:?}"
         );
         assert!(
-            p.iter()
-                .any(|p| matches!(p, HistoryProblem::Unreadable { timeline, .. } if timeline.get() == 5)),
+            p.iter().any(
+                |p| matches!(p, HistoryProblem::Unreadable { timeline, .. } if timeline.get() == 5)
+            ),
             "{p:?}"
         );
     }

@@ -182,9 +182,8 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
                 },
             );
         }
-        let path = text.and_then(|text| {
-            TimelinePath::parse(t, &text, &o.key).map_err(|e| e.to_string())
-        });
+        let path =
+            text.and_then(|text| TimelinePath::parse(t, &text, &o.key).map_err(|e| e.to_string()));
         histories.insert(t, HistoryFile { key: o.key, path });
     }
 

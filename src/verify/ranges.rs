@@ -12,7 +12,8 @@ pub struct Range {
 }
 
 impl Range {
-    pub fn len(&self) -> u64 {
+    /// Segments in the range.
+    pub fn segments(&self) -> u64 {
         self.last - self.first + 1
     }
 
@@ -98,7 +99,7 @@ impl Ranges {
 
     /// Segments held.
     pub fn count(&self) -> u64 {
-        self.0.iter().map(Range::len).sum()
+        self.0.iter().map(Range::segments).sum()
     }
 
     /// The missing stretches between the ranges, and before the first one
@@ -167,8 +168,20 @@ mod tests {
         r.insert(11);
         assert_eq!(pairs(&r), [(4, 6), (10, 20)]);
         assert!(r.contains(15) && !r.contains(7) && !r.contains(21));
-        assert_eq!(r.range_of(12), Some(Range { first: 10, last: 20 }));
-        assert_eq!(r.next_after(6), Some(Range { first: 10, last: 20 }));
+        assert_eq!(
+            r.range_of(12),
+            Some(Range {
+                first: 10,
+                last: 20
+            })
+        );
+        assert_eq!(
+            r.next_after(6),
+            Some(Range {
+                first: 10,
+                last: 20
+            })
+        );
         assert_eq!(r.next_after(10), None);
     }
 

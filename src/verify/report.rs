@@ -21,7 +21,7 @@ impl SegmentRange {
         SegmentRange {
             first: SegmentName::from_number(timeline, r.first, seg_size),
             last: SegmentName::from_number(timeline, r.last, seg_size),
-            segments: r.len(),
+            segments: r.segments(),
         }
     }
 }
@@ -31,7 +31,11 @@ impl fmt::Display for SegmentRange {
         if self.segments == 1 {
             write!(f, "{}", self.first)
         } else {
-            write!(f, "{} to {} ({} segments)", self.first, self.last, self.segments)
+            write!(
+                f,
+                "{} to {} ({} segments)",
+                self.first, self.last, self.segments
+            )
         }
     }
 }

@@ -112,7 +112,10 @@ async fn a_clean_archive_is_one_range_and_a_deleted_segment_is_exactly_one_gap()
     assert_eq!(r.timelines.len(), 1);
     assert_eq!(r.timelines[0].ranges.len(), 1);
     assert_eq!(r.timelines[0].ranges[0].segments, 8);
-    assert!(r.backups.iter().all(|b| b.wal_complete && !b.stopped_by_gap));
+    assert!(r
+        .backups
+        .iter()
+        .all(|b| b.wal_complete && !b.stopped_by_gap));
 
     // Delete segment 5: the incremental run lists only after its
     // checkpoint and cannot see it; a full walk names exactly that gap,
@@ -120,7 +123,10 @@ async fn a_clean_archive_is_one_range_and_a_deleted_segment_is_exactly_one_gap()
     remove(&f.path(&f.key(1, 5)));
     let r = verify(&f.repo, &opts()).await.unwrap();
     assert_eq!(r.coverage, Coverage::Incremental);
-    assert!(r.healthy, "as documented, incremental runs miss old deletions");
+    assert!(
+        r.healthy,
+        "as documented, incremental runs miss old deletions"
+    );
     let r = verify(
         &f.repo,
         &VerifyOptions {
@@ -292,8 +298,9 @@ async fn foreign_segments_and_stray_objects_are_named() {
     .await
     .unwrap();
     assert!(
-        r.object_problems.iter().any(|p| p.key == key
-            && matches!(p.fault, ObjectFault::ForeignSystem { found: 99, .. })),
+        r.object_problems.iter().any(
+            |p| p.key == key && matches!(p.fault, ObjectFault::ForeignSystem { found: 99, .. })
+        ),
         "{:?}",
         r.object_problems
     );
@@ -311,7 +318,10 @@ async fn timelines_need_their_history_files() {
     let r = verify(&f.repo, &opts()).await.unwrap();
     let text: Vec<String> = r.history_problems.iter().map(|p| p.to_string()).collect();
     assert_eq!(text.len(), 1, "{text:?}");
-    assert!(text[0].starts_with("00000003.history is missing"), "{text:?}");
+    assert!(
+        text[0].starts_with("00000003.history is missing"),
+        "{text:?}"
+    );
     assert!(!r.healthy);
     assert_eq!(r.timelines.len(), 3);
 

@@ -136,7 +136,10 @@ pub(crate) fn dir_timeline(repo: &Repo, dir: &str) -> Option<TimelineId> {
     let name = dir
         .strip_prefix(repo.layout.wals_prefix().as_str())?
         .strip_suffix('/')?;
-    if name.len() != 16 || !name.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    if name.len() != 16
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
     {
         return None;
     }
