@@ -164,44 +164,12 @@ pub fn summarize(
 /// directories sort by timeline, then by position) listed alone.
 pub async fn archive_tip(repo: &Repo) -> Result<Option<ArchiveTip>> {
     let dirs = repo.store.list_dirs(&repo.layout.wals_prefix()).await?;
-    newest_in(repo, dirs.iter().rev()).await
-}
-
-/// The newest segment in the first of `dirs` that holds one.
-async fn newest_in<'a>(
-    repo: &Repo,
-    dirs: impl Iterator<Item = &'a String>,
-) -> Result<Option<ArchiveTip>> {
-    Ok(extreme_in(repo, dirs, true)
-        .await?
-        .map(|(segment, archived_at)| ArchiveTip {
-            segment,
-            archived_at,
-        }))
-}
-
-/// The newest (or oldest) segment in the first of `dirs` that holds one.
-async fn extreme_in<'a>(
-    repo: &Repo,
-    dirs: impl Iterator<Item = &'a String>,
-    newest: bool,
-) -> Result<Option<(SegmentName, Option<DateTime<Utc>>)>> {
-    for dir in dirs {
-        let mut found: Option<(SegmentName, Option<DateTime<Utc>>)> = None;
-        for o in repo.store.list(dir).await? {
-            if let Some(WalFileName::Segment(segment)) =
-                repo.layout.parse_wal_key(&o.key).map(|k| k.name)
-            {
-                let better = found
-                    .as_ref()
-                    .is_none_or(|(f, _)| (segment > *f) == newest && segment != *f);
-                if better {
-                    found = Some((segment, o.last_modified));
-                }
-            }
-        }
-        if found.is_some() {
-            return Ok(found);
+    for dir in dirs.iter().rev() {
+        if let Some((_, (segment, archived_at))) = ends_of(repo, dir).await? {
+            return Ok(Some(ArchiveTip {
+                segment,
+                archived_at,
+            }));
         }
     }
     Ok(None)
@@ -212,7 +180,6 @@ async fn extreme_in<'a>(
 /// directory (more only where those hold no whole segment).
 pub async fn archive_extent(repo: &Repo) -> Result<(Option<ArchiveTip>, Vec<TimelineExtent>)> {
     let dirs = repo.store.list_dirs(&repo.layout.wals_prefix()).await?;
-    let tip = newest_in(repo, dirs.iter().rev()).await?;
     let mut by_timeline: std::collections::BTreeMap<TimelineId, Vec<String>> =
         std::collections::BTreeMap::new();
     for d in dirs {
@@ -220,19 +187,61 @@ pub async fn archive_extent(repo: &Repo) -> Result<(Option<ArchiveTip>, Vec<Time
             by_timeline.entry(t).or_default().push(d);
         }
     }
+    let mut tip = None;
     let mut extents = Vec::new();
     for (timeline, dirs) in by_timeline {
-        let first = extreme_in(repo, dirs.iter(), false).await?;
-        let last = extreme_in(repo, dirs.iter().rev(), true).await?;
-        if let (Some((first_segment, _)), Some((last_segment, _))) = (first, last) {
-            extents.push(TimelineExtent {
-                timeline,
-                first_segment,
-                last_segment,
+        // The newest directory with a segment, then the oldest before it:
+        // each directory is listed once at most.
+        let mut newest = None;
+        for (i, dir) in dirs.iter().enumerate().rev() {
+            if let Some(ends) = ends_of(repo, dir).await? {
+                newest = Some((i, ends));
+                break;
+            }
+        }
+        let Some((i, (oldest_there, last))) = newest else {
+            continue;
+        };
+        let mut first = oldest_there;
+        for dir in &dirs[..i] {
+            if let Some((lo, _)) = ends_of(repo, dir).await? {
+                first = lo;
+                break;
+            }
+        }
+        tip = Some(ArchiveTip {
+            segment: last.0,
+            archived_at: last.1,
+        });
+        extents.push(TimelineExtent {
+            timeline,
+            first_segment: first.0,
+            last_segment: last.0,
+        });
+    }
+    Ok((tip, extents))
+}
+
+type Found = (SegmentName, Option<DateTime<Utc>>);
+
+/// The oldest and newest whole segment in one hash directory.
+async fn ends_of(repo: &Repo, dir: &str) -> Result<Option<(Found, Found)>> {
+    let mut ends: Option<(Found, Found)> = None;
+    for o in repo.store.list(dir).await? {
+        if let Some(WalFileName::Segment(segment)) =
+            repo.layout.parse_wal_key(&o.key).map(|k| k.name)
+        {
+            let found = (segment, o.last_modified);
+            ends = Some(match ends {
+                None => (found, found),
+                Some((lo, hi)) => (
+                    if segment < lo.0 { found } else { lo },
+                    if segment > hi.0 { found } else { hi },
+                ),
             });
         }
     }
-    Ok((tip, extents))
+    Ok(ends)
 }
 
 #[cfg(test)]

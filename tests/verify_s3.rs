@@ -162,6 +162,30 @@ fn verify_finds_gaps_and_damage_and_reads_only_what_is_new() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(v["object_problems"].as_array().unwrap().len(), 0);
 
+    // Another cluster's segment planted under a new name: the next --deep
+    // run reads only the new object and names it.
+    let tip = more.last().unwrap();
+    let far = format!(
+        "{}{:08X}",
+        &tip[..16],
+        u32::from_str_radix(&tip[16..], 16).unwrap() + 100
+    );
+    let foreign_key = format!("pg/main/wals/{}/{far}", &far[..16]);
+    let foreign = common::fresh_segment(&dir, "foreign");
+    rgw.put_raw(&bucket, &foreign_key, std::fs::read(&foreign).unwrap());
+    let (r, v) = verify(&env, &["--deep"]);
+    assert_eq!(r.code, PROBLEMS, "{r:?}");
+    assert_eq!(v["read"]["objects_read"], 1, "{}", v["read"]);
+    let problems = v["object_problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0]["key"], foreign_key.as_str());
+    assert_eq!(problems[0]["problem"], "foreign_system");
+    // Deleted again: a full walk finds it gone and drops the finding.
+    rgw.delete(&bucket, &foreign_key);
+    let (r, v) = verify(&env, &["--full"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(v["object_problems"].as_array().unwrap().len(), 0);
+
     // Delete a segment in the middle, after the backup ended.
     let gone = &after_backup[3];
     rgw.delete(&bucket, &key_of(gone));

@@ -7,7 +7,9 @@
 //! run lists each timeline only after that key, so a nightly run reads
 //! only what was archived since. History files are re-listed every run
 //! (one request) and re-read when their size or time changed. Problems
-//! found stay in the record until a full walk no longer finds them.
+//! found stay in the record until a full walk no longer finds them (what
+//! `--deep` found, until `--deep --full` reads the object again or a full
+//! walk finds it deleted).
 //!
 //! What an incremental run cannot see: an object older than the checkpoint
 //! that was deleted or rewritten since. A full walk does (`--full`, and

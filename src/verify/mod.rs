@@ -108,7 +108,8 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let prev_last_full = previous.as_ref().and_then(|p| p.last_full_at);
     // --deep reads every object when asked to (--full) or when no deep run
     // ever did; otherwise it goes on from its checkpoint.
-    let mut last_deep_full_at = match opts.full {
+    let reread_all = opts.full && opts.deep;
+    let mut last_deep_full_at = match reread_all {
         true => None,
         false => previous.as_ref().and_then(|p| p.last_deep_full_at),
     };
@@ -119,7 +120,7 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             p.object_problems.into_iter().collect::<BTreeSet<_>>(),
             p.histories,
         ),
-        (Coverage::Full, Some(p)) if !opts.full => (
+        (Coverage::Full, Some(p)) if !reread_all => (
             // A full listing starts afresh, but keeps what --deep verified
             // (and found) before, so deep runs go on from there.
             p.timelines
@@ -145,7 +146,11 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
 
     // Objects directly under wals/: history files, and anything misplaced
     // (checked afresh every run).
-    problems.retain(|p| p.key[wals.len().min(p.key.len())..].contains('/'));
+    problems.retain(|p| {
+        p.key
+            .get(wals.len()..)
+            .is_some_and(|rest| rest.contains('/'))
+    });
     let root = repo.store.list_shallow(&wals).await?;
     read.keys_listed += root.len() as u64;
     let mut histories: BTreeMap<TimelineId, HistoryFile> = BTreeMap::new();
@@ -299,6 +304,18 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             .filter_map(|e| backups::assess(e, &segments, &paths, seg_size))
             .collect(),
     };
+    if coverage == Coverage::Full {
+        // Findings of earlier --deep runs stand while their object does.
+        let mut gone = Vec::new();
+        for p in problems.iter().filter(|p| p.fault.found_by_deep()) {
+            if repo.store.head(&p.key).await?.is_none() {
+                gone.push(p.clone());
+            }
+        }
+        for p in gone {
+            problems.remove(&p);
+        }
+    }
     let object_problems: Vec<ObjectProblem> = problems.into_iter().collect();
     let healthy = timeline_reports.iter().all(|t| t.gaps.is_empty())
         && history_problems.is_empty()

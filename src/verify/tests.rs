@@ -373,3 +373,41 @@ async fn partial_walks_leave_the_checkpoint_alone() {
     .unwrap_err();
     assert!(e.to_string().contains("cannot exist"), "{e}");
 }
+
+#[tokio::test]
+async fn deep_findings_survive_shallow_full_walks_until_the_object_is_gone() {
+    let f = fixture();
+    f.push(1, 1..=4).await;
+    let victim = f.path(&f.key(1, 2));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&victim, &bytes).unwrap();
+    let deep = VerifyOptions {
+        deep: true,
+        ..opts()
+    };
+    assert_eq!(
+        verify(&f.repo, &deep).await.unwrap().object_problems.len(),
+        1
+    );
+    let full = VerifyOptions {
+        full: true,
+        ..opts()
+    };
+    let r = verify(&f.repo, &full).await.unwrap();
+    assert_eq!(r.object_problems.len(), 1, "a listing cannot clear it");
+    assert!(!r.healthy);
+    // Once the object is deleted, a full walk drops the finding (and
+    // names the gap instead).
+    remove(&victim);
+    let r = verify(&f.repo, &full).await.unwrap();
+    assert!(r.object_problems.is_empty(), "{:?}", r.object_problems);
+    assert_eq!(
+        gaps(&r),
+        ["000000010000000000000002-000000010000000000000002"]
+    );
+    // The deep checkpoint survived the shallow full walks: nothing new.
+    let r = verify(&f.repo, &deep).await.unwrap();
+    assert_eq!(r.read.objects_read, 0, "{:?}", r.read);
+}
