@@ -201,22 +201,3 @@ pub(super) async fn walk_timeline(
     }
     Ok(())
 }
-
-/// Downloads and checks one history file (every run reads new or changed
-/// ones): its text, or the fault that makes it unusable.
-pub(super) async fn read_history(
-    repo: &Repo,
-    timeline: TimelineId,
-    info: &ObjectInfo,
-) -> Result<std::result::Result<String, String>> {
-    let name = WalFileName::TimelineHistory(timeline);
-    let Some(obj) = repo.store.get(&info.key).await? else {
-        return Ok(Err(format!("{} vanished while being read", info.key)));
-    };
-    let opened = OpenedObject::of_wal(repo, &name, obj)?;
-    match repo.decode(opened, Vec::new()).await {
-        Ok((_, bytes)) => Ok(Ok(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e @ (Error::Corrupt(_) | Error::WrongKey(_))) => Ok(Err(e.to_string())),
-        Err(e) => Err(e),
-    }
-}

@@ -10,6 +10,7 @@
 pub mod backups;
 pub mod checkpoint;
 pub mod deep;
+pub mod histories;
 pub mod history_check;
 pub mod ranges;
 pub mod report;
@@ -19,8 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{TimeDelta, Utc};
 
-use self::checkpoint::{HistorySeen, StoredGap, TimelineCheckpoint, VerifyState, FORMAT};
-use self::history_check::HistoryFile;
+use self::checkpoint::{StoredGap, TimelineCheckpoint, VerifyState, FORMAT};
 use self::ranges::Ranges;
 use self::report::{
     Coverage, ObjectFault, ObjectProblem, ReadCounts, SegmentRange, TimelineReport, VerifyReport,
@@ -28,11 +28,10 @@ use self::report::{
 use self::walk::{dir_timeline, floor_key, list_timeline, Classifier};
 use crate::backup::catalog;
 use crate::error::{Error, Result};
-use crate::layout::WalKey;
 use crate::repo::Repo;
 use crate::state::{self, StateKind};
 use crate::wal::history::TimelinePath;
-use crate::wal::{identity, SegmentName, TimelineId, WalFileName};
+use crate::wal::{identity, SegmentName, TimelineId};
 
 /// PostgreSQL's default, for repositories that record no segment size.
 const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
@@ -144,53 +143,8 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut read = ReadCounts::default();
     let wals = repo.layout.wals_prefix();
 
-    // Objects directly under wals/: history files, and anything misplaced
-    // (checked afresh every run).
-    problems.retain(|p| {
-        p.key
-            .get(wals.len()..)
-            .is_some_and(|rest| rest.contains('/'))
-    });
-    let root = repo.store.list_shallow(&wals).await?;
-    read.keys_listed += root.len() as u64;
-    let mut histories: BTreeMap<TimelineId, HistoryFile> = BTreeMap::new();
-    let mut seen_histories: BTreeMap<String, HistorySeen> = BTreeMap::new();
-    for o in root {
-        let t = match repo.layout.parse_wal_key(&o.key) {
-            Some(WalKey {
-                name: WalFileName::TimelineHistory(t),
-                ..
-            }) => t,
-            _ => {
-                problems.insert(ObjectProblem {
-                    key: o.key,
-                    fault: ObjectFault::NotWal,
-                });
-                continue;
-            }
-        };
-        let text = match old_histories.get(&o.key) {
-            Some(h) if h.size == o.size && h.last_modified == o.last_modified => Ok(h.text.clone()),
-            _ => {
-                read.objects_read += 1;
-                read.bytes_read += o.size;
-                deep::read_history(repo, t, &o).await?
-            }
-        };
-        if let Ok(text) = &text {
-            seen_histories.insert(
-                o.key.clone(),
-                HistorySeen {
-                    size: o.size,
-                    last_modified: o.last_modified,
-                    text: text.clone(),
-                },
-            );
-        }
-        let path =
-            text.and_then(|text| TimelinePath::parse(t, &text, &o.key).map_err(|e| e.to_string()));
-        histories.insert(t, HistoryFile { key: o.key, path });
-    }
+    let (histories, seen_histories) =
+        histories::read_root(repo, &old_histories, &mut problems, &mut read).await?;
 
     // The hash directories say which timelines have segments.
     let dirs = repo.store.list_dirs(&wals).await?;

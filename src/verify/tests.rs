@@ -8,7 +8,7 @@ use super::*;
 use crate::backup::info::{BackupInfo, BackupStatus};
 use crate::wal::push::push;
 use crate::wal::test_segments::{fs_repo, write_segment, TEST_SEGMENT_SIZE};
-use crate::wal::Lsn;
+use crate::wal::{Lsn, WalFileName};
 
 const SYSTEM: u64 = 7_000_000_000_000_000_042;
 
