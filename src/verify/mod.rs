@@ -81,6 +81,14 @@ async fn cluster(repo: &Repo) -> Result<(u64, Option<u64>)> {
 
 /// Verifies the archive of `repo`.
 pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
+    // A mistyped server name or prefix is not a healthy empty archive.
+    if !crate::wal::locate::archive_exists(repo).await? {
+        return Err(Error::NotFound(format!(
+            "{} holds no archive (no pitr identity, no WAL): check --repo / PITR_REPO and \
+             --server-name / PITR_SERVER_NAME",
+            repo.describe()
+        )));
+    }
     let (seg_size, system) = cluster(repo).await?;
     let cls = Classifier { seg_size };
     if let Some(from) = &opts.from {

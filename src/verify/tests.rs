@@ -411,3 +411,11 @@ async fn deep_findings_survive_shallow_full_walks_until_the_object_is_gone() {
     let r = verify(&f.repo, &deep).await.unwrap();
     assert_eq!(r.read.objects_read, 0, "{:?}", r.read);
 }
+
+#[tokio::test]
+async fn no_archive_at_all_is_an_error_not_a_healthy_archive() {
+    let f = fixture();
+    let e = verify(&f.repo, &opts()).await.unwrap_err();
+    assert_eq!(e.kind(), crate::error::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("--server-name"), "{e}");
+}
