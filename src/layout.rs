@@ -262,6 +262,11 @@ impl Layout {
         format!("{}pitr/state/{kind}.json", self.root)
     }
 
+    /// A short-lived object `pitr check` writes, reads and deletes.
+    pub fn check_key(&self, token: &str) -> String {
+        format!("{}pitr/check-{token}", self.root)
+    }
+
     /// pitr's record of which database system this repository belongs to.
     pub fn identity_key(&self) -> String {
         format!("{}pitr/identity.json", self.root)

@@ -6,6 +6,7 @@
 //! and print the result.
 
 pub mod backup;
+pub mod check;
 pub mod codec;
 pub mod config;
 pub mod drill;
@@ -23,6 +24,7 @@ pub mod status;
 pub mod store;
 pub mod tar_walk;
 pub mod transfer;
+pub mod verify;
 pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};

@@ -2,7 +2,10 @@
 //! segment (the newest hash directory only, found with one directory
 //! listing), and the backups (the catalog's backup.info and pitr.json
 //! files). `pitr status` prints it; Prometheus metrics and the CNPG-I
-//! plugin's metrics are made from it. It never lists the whole archive.
+//! plugin's metrics are made from it. It never lists the whole archive:
+//! the first and last segment of each timeline come from one directory
+//! listing and the first and last hash directory of each timeline, and the
+//! gaps from the last `archive verify` (its state record).
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
@@ -11,7 +14,10 @@ use crate::backup::catalog::{self, CatalogEntry};
 use crate::backup::{BackupId, BackupStatus};
 use crate::error::Result;
 use crate::repo::Repo;
-use crate::wal::{SegmentName, WalFileName};
+use crate::state::{self, StateKind};
+use crate::verify::checkpoint::VerifyState;
+use crate::verify::report::SegmentRange;
+use crate::wal::{SegmentName, TimelineId, WalFileName};
 
 /// The newest segment in the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,12 +69,72 @@ pub struct RepoStatus {
     /// The earliest point a restore can reach: the end of the oldest usable
     /// backup.
     pub first_recoverability_point: Option<DateTime<FixedOffset>>,
+    /// The archive's first and last segment of each timeline.
+    pub timelines: Vec<TimelineExtent>,
+    /// What the last `archive verify` found, if one ran.
+    pub last_verify: Option<LastVerify>,
+}
+
+/// The first and last segment of one timeline in the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineExtent {
+    pub timeline: TimelineId,
+    pub first_segment: SegmentName,
+    pub last_segment: SegmentName,
+}
+
+/// The last `archive verify`'s result, from its state record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastVerify {
+    pub verified_at: DateTime<Utc>,
+    pub last_full_at: Option<DateTime<Utc>>,
+    pub healthy: bool,
+    /// The gaps it found: first and last missing segment.
+    pub gaps: Vec<SegmentRange>,
+    pub history_problems: Vec<String>,
+    /// How many objects it found damaged, foreign or misplaced.
+    pub object_problems: usize,
+    /// Backups whose own WAL it found incomplete.
+    pub incomplete_backups: Vec<String>,
+}
+
+impl LastVerify {
+    fn of(s: VerifyState) -> LastVerify {
+        let seg = s.segment_size;
+        LastVerify {
+            verified_at: s.verified_at,
+            last_full_at: s.last_full_at,
+            healthy: s.healthy,
+            gaps: s
+                .gaps
+                .iter()
+                .filter_map(|g| {
+                    let t = TimelineId::new(g.timeline)?;
+                    let r = crate::verify::ranges::Range {
+                        first: g.first,
+                        last: g.last,
+                    };
+                    Some(SegmentRange::new(t, r, seg))
+                })
+                .collect(),
+            history_problems: s.history_problems,
+            object_problems: s.object_problems.len(),
+            incomplete_backups: s.incomplete_backups,
+        }
+    }
 }
 
 /// Reads the status of `repo`.
 pub async fn gather(repo: &Repo) -> Result<RepoStatus> {
-    let (entries, last_archived) = tokio::try_join!(catalog::list(repo), archive_tip(repo))?;
-    Ok(summarize(repo.describe(), &entries, last_archived))
+    let (entries, (last_archived, timelines), verified) = tokio::try_join!(
+        catalog::list(repo),
+        archive_extent(repo),
+        state::read::<VerifyState>(repo, StateKind::Verify)
+    )?;
+    let mut status = summarize(repo.describe(), &entries, last_archived);
+    status.timelines = timelines;
+    status.last_verify = verified.map(LastVerify::of);
+    Ok(status)
 }
 
 /// The status from a catalog listing and the archive's tip.
@@ -89,6 +155,8 @@ pub fn summarize(
             .rfind(|e| e.info.status == BackupStatus::Failed)
             .map(BackupPoint::of),
         first_recoverability_point: usable.first().and_then(|e| e.info.end_time),
+        timelines: Vec::new(),
+        last_verify: None,
     }
 }
 
@@ -97,24 +165,83 @@ pub fn summarize(
 pub async fn archive_tip(repo: &Repo) -> Result<Option<ArchiveTip>> {
     let dirs = repo.store.list_dirs(&repo.layout.wals_prefix()).await?;
     for dir in dirs.iter().rev() {
-        let mut newest: Option<ArchiveTip> = None;
-        for o in repo.store.list(dir).await? {
-            if let Some(WalFileName::Segment(segment)) =
-                repo.layout.parse_wal_key(&o.key).map(|k| k.name)
-            {
-                if newest.as_ref().is_none_or(|n| segment > n.segment) {
-                    newest = Some(ArchiveTip {
-                        segment,
-                        archived_at: o.last_modified,
-                    });
-                }
-            }
-        }
-        if newest.is_some() {
-            return Ok(newest);
+        if let Some((_, (segment, archived_at))) = ends_of(repo, dir).await? {
+            return Ok(Some(ArchiveTip {
+                segment,
+                archived_at,
+            }));
         }
     }
     Ok(None)
+}
+
+/// The archive's tip, and the first and last segment of every timeline:
+/// one directory listing, then each timeline's first and last hash
+/// directory (more only where those hold no whole segment).
+pub async fn archive_extent(repo: &Repo) -> Result<(Option<ArchiveTip>, Vec<TimelineExtent>)> {
+    let dirs = repo.store.list_dirs(&repo.layout.wals_prefix()).await?;
+    let mut by_timeline: std::collections::BTreeMap<TimelineId, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for d in dirs {
+        if let Some(t) = crate::verify::walk::dir_timeline(repo, &d) {
+            by_timeline.entry(t).or_default().push(d);
+        }
+    }
+    let mut tip = None;
+    let mut extents = Vec::new();
+    for (timeline, dirs) in by_timeline {
+        // The newest directory with a segment, then the oldest before it:
+        // each directory is listed once at most.
+        let mut newest = None;
+        for (i, dir) in dirs.iter().enumerate().rev() {
+            if let Some(ends) = ends_of(repo, dir).await? {
+                newest = Some((i, ends));
+                break;
+            }
+        }
+        let Some((i, (oldest_there, last))) = newest else {
+            continue;
+        };
+        let mut first = oldest_there;
+        for dir in &dirs[..i] {
+            if let Some((lo, _)) = ends_of(repo, dir).await? {
+                first = lo;
+                break;
+            }
+        }
+        tip = Some(ArchiveTip {
+            segment: last.0,
+            archived_at: last.1,
+        });
+        extents.push(TimelineExtent {
+            timeline,
+            first_segment: first.0,
+            last_segment: last.0,
+        });
+    }
+    Ok((tip, extents))
+}
+
+type Found = (SegmentName, Option<DateTime<Utc>>);
+
+/// The oldest and newest whole segment in one hash directory.
+async fn ends_of(repo: &Repo, dir: &str) -> Result<Option<(Found, Found)>> {
+    let mut ends: Option<(Found, Found)> = None;
+    for o in repo.store.list(dir).await? {
+        if let Some(WalFileName::Segment(segment)) =
+            repo.layout.parse_wal_key(&o.key).map(|k| k.name)
+        {
+            let found = (segment, o.last_modified);
+            ends = Some(match ends {
+                None => (found, found),
+                Some((lo, hi)) => (
+                    if segment < lo.0 { found } else { lo },
+                    if segment > hi.0 { found } else { hi },
+                ),
+            });
+        }
+    }
+    Ok(ends)
 }
 
 #[cfg(test)]
@@ -138,6 +265,26 @@ mod tests {
         let tip = archive_tip(&repo).await.unwrap().unwrap();
         assert_eq!(tip.segment.to_string(), "000000020000000100000004");
         assert!(tip.archived_at.is_some());
+        let (again, extents) = archive_extent(&repo).await.unwrap();
+        assert_eq!(again, Some(tip));
+        let text: Vec<String> = extents
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}-{}",
+                    e.timeline.get(),
+                    e.first_segment,
+                    e.last_segment
+                )
+            })
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "1 000000010000000000000003-000000010000000100000388",
+                "2 000000020000000100000004-000000020000000100000004"
+            ]
+        );
     }
 
     fn entry(id: &str, status: BackupStatus, end: &str) -> CatalogEntry {

@@ -20,6 +20,10 @@ pub const REFUSED: u8 = 3;
 /// repository, or cannot be reached from what it holds (a gap, missing WAL,
 /// a target after the end of the archive).
 pub const UNREACHABLE: u8 = 4;
+/// `archive verify` found the archive unhealthy (a gap, a history
+/// problem, a damaged or foreign object, a backup whose WAL is incomplete),
+/// or `check` found a check that fails: the command itself worked.
+pub const PROBLEMS: u8 = 5;
 /// wal-fetch failed for a reason other than "not found" outside standby
 /// mode: above 125, so PostgreSQL stops recovery instead of promoting early.
 pub const FETCH_FATAL: u8 = 255;
@@ -51,6 +55,20 @@ mod tests {
             assert_ne!(for_error(kind), FAILED, "{kind:?}");
         }
         assert_eq!(for_error(ErrorKind::Store), FAILED);
+        // No error maps to the code that means "the check ran and found problems".
+        for kind in [
+            ErrorKind::Config,
+            ErrorKind::Conflict,
+            ErrorKind::Corrupt,
+            ErrorKind::WrongKey,
+            ErrorKind::NotFound,
+            ErrorKind::Unreachable,
+            ErrorKind::Store,
+            ErrorKind::Io,
+            ErrorKind::Postgres,
+        ] {
+            assert_ne!(for_error(kind), PROBLEMS, "{kind:?}");
+        }
         assert_eq!(
             for_error(ErrorKind::WrongKey),
             for_error(ErrorKind::Corrupt)

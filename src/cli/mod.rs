@@ -1,14 +1,16 @@
 //! The command line: the only place that knows clap. Each command parses,
 //! builds a repository, calls one library function, and reports.
 
+pub mod archive;
 pub mod backup;
 pub mod backup_output;
+pub mod check;
 pub mod config_file;
 pub mod drill;
 pub mod exit;
+pub mod expire;
 pub mod metrics;
 pub mod metrics_server;
-pub mod expire;
 pub mod progress;
 pub mod repo_args;
 pub mod restore;
@@ -59,6 +61,10 @@ pub enum Command {
     Backup(Box<backup::BackupArgs>),
     /// Restore a backup and recover to a point in time (time, LSN, xid, name, latest)
     Restore(Box<restore::RestoreArgs>),
+    /// Check the WAL archive: `pitr archive verify [--deep] [--full]`
+    Archive(archive::ArchiveArgs),
+    /// Check the settings, the store and (with -d) PostgreSQL's archiving: one line per check
+    Check(check::CheckArgs),
     /// The repository at a glance: last archived segment, backups, recoverability
     Status(status::StatusArgs),
     /// Restore drill: restore into scratch, start it, run checks, report (RTO, data lag)
@@ -82,5 +88,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Drill(args) => drill::run(*args, repo, cli.config.as_deref()).await,
         Command::Metrics(args) => metrics::run(args, repo).await,
         Command::Expire(args) => expire::run(args, repo).await,
+        Command::Archive(args) => archive::run(args, repo).await,
+        Command::Check(args) => check::run(args, repo).await,
     }
 }

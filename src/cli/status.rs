@@ -72,6 +72,40 @@ fn print_text(s: &RepoStatus) {
     if let Some(b) = &s.last_failed_backup {
         println!("last failed      {}", backup_line(b));
     }
+    for t in &s.timelines {
+        println!(
+            "timeline {:<7} {} to {}",
+            t.timeline.get(),
+            t.first_segment,
+            t.last_segment
+        );
+    }
+    match &s.last_verify {
+        None => println!("last verify      never: run `pitr archive verify`"),
+        Some(v) => {
+            println!(
+                "last verify      {} ({}): {}",
+                v.verified_at.to_rfc3339(),
+                ago(v.verified_at),
+                if v.healthy { "healthy" } else { "PROBLEMS" }
+            );
+            for g in &v.gaps {
+                println!("gap              {g} missing");
+            }
+            for h in &v.history_problems {
+                println!("history          {h}");
+            }
+            if v.object_problems > 0 {
+                println!(
+                    "objects          {} damaged, foreign or misplaced (see `pitr archive verify`)",
+                    v.object_problems
+                );
+            }
+            for b in &v.incomplete_backups {
+                println!("backup {b} has incomplete WAL: it cannot be restored");
+            }
+        }
+    }
     match s.first_recoverability_point {
         Some(t) => println!(
             "recoverable      from {} to the end of the archive",

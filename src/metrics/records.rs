@@ -19,10 +19,21 @@ use serde::{Deserialize, Serialize};
 /// The Verify state record, as read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VerifyRecord {
-    #[serde(default)]
+    /// `archive verify` writes `verified_at`.
+    #[serde(default, alias = "verified_at")]
     pub finished_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    /// `archive verify` writes the gaps themselves (a list); a count is
+    /// read too.
+    #[serde(default, deserialize_with = "count_or_list")]
     pub gaps: Option<u64>,
+}
+
+fn count_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(items) => Some(items.len() as u64),
+        serde_json::Value::Number(n) => n.as_u64(),
+        _ => None,
+    })
 }
 
 /// The Expire state record, as read.
@@ -43,4 +54,27 @@ pub struct DrillRecord {
     pub passed: Option<bool>,
     #[serde(default)]
     pub rto_seconds: Option<f64>,
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn the_verify_record_archive_verify_writes_is_read() {
+        let written = serde_json::json!({
+            "format": 1,
+            "verified_at": "2026-12-01T10:00:00Z",
+            "healthy": false,
+            "gaps": [{"timeline": 1, "first": 5, "last": 6}],
+        });
+        let r: VerifyRecord = serde_json::from_value(written).unwrap();
+        assert_eq!(r.gaps, Some(1));
+        assert!(r.finished_at.is_some());
+        let by_hand: VerifyRecord = serde_json::from_value(
+            serde_json::json!({"finished_at": "2026-12-01T10:00:00Z", "gaps": 3}),
+        )
+        .unwrap();
+        assert_eq!(by_hand.gaps, Some(3));
+    }
 }
