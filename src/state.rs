@@ -89,7 +89,9 @@ mod tests {
         let repo = fs_repo(dir.path());
         assert_eq!(read::<Rec>(&repo, StateKind::Drill).await.unwrap(), None);
         write(&repo, StateKind::Drill, &Rec { n: 1 }).await.unwrap();
-        write(&repo, StateKind::Verify, &Rec { n: 2 }).await.unwrap();
+        write(&repo, StateKind::Verify, &Rec { n: 2 })
+            .await
+            .unwrap();
         write(&repo, StateKind::Drill, &Rec { n: 3 }).await.unwrap();
         assert_eq!(
             read::<Rec>(&repo, StateKind::Drill).await.unwrap(),
@@ -101,7 +103,11 @@ mod tests {
         );
         let key = repo.layout.state_key("verify");
         repo.store
-            .put(&key, Bytes::from_static(b"{not json"), PutOptions::default())
+            .put(
+                &key,
+                Bytes::from_static(b"{not json"),
+                PutOptions::default(),
+            )
             .await
             .unwrap();
         assert_eq!(read::<Rec>(&repo, StateKind::Verify).await.unwrap(), None);

@@ -1547,7 +1547,10 @@ spec:
         }
         let c = run(&store("{compression: brotli}"));
         let n = c.items[0].not_mapped().next().unwrap();
-        assert!(n.text.contains("brotli") && n.text.contains("zstd"), "{n:?}");
+        assert!(
+            n.text.contains("brotli") && n.text.contains("zstd"),
+            "{n:?}"
+        );
         // The same compression for data as for WAL maps; another one does not.
         let both = |wal: &str, data: &str| {
             run(&format!(

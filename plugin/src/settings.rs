@@ -608,7 +608,11 @@ pub fn resolve(params: &Params, default_server: &str, env: &SidecarEnv) -> Resul
     let level = match params.get(param::COMPRESSION_LEVEL) {
         None => None,
         Some(v) => Some(v.trim().parse::<i32>().map_err(|_| {
-            params.bad(param::COMPRESSION_LEVEL, v, "give a whole number, such as 3")
+            params.bad(
+                param::COMPRESSION_LEVEL,
+                v,
+                "give a whole number, such as 3",
+            )
         })?),
     };
     let name = params.get(param::COMPRESSION).unwrap_or("gzip");

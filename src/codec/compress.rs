@@ -79,7 +79,9 @@ impl<W: Write> Compressor<W> {
                 })?;
                 Compressor::Bzip2(bzip2::write::BzEncoder::new(sink, level))
             }
-            Compression::Xz { level } => Compressor::Xz(liblzma::write::XzEncoder::new(sink, level)),
+            Compression::Xz { level } => {
+                Compressor::Xz(liblzma::write::XzEncoder::new(sink, level))
+            }
             Compression::Zstd { level } => {
                 let mut e = zstd::stream::write::Encoder::new(sink, level)?;
                 e.include_checksum(true)?;
@@ -91,7 +93,9 @@ impl<W: Write> Compressor<W> {
             Compression::Lz4 => Compressor::Lz4(Box::new(
                 lz4_flex::frame::FrameEncoder::with_frame_info(lz4_frame(), sink),
             )),
-            Compression::Snappy => Compressor::Snappy(Box::new(snap::write::FrameEncoder::new(sink))),
+            Compression::Snappy => {
+                Compressor::Snappy(Box::new(snap::write::FrameEncoder::new(sink)))
+            }
         })
     }
 

@@ -29,10 +29,18 @@ pub const NAMES: &str = "zstd, lz4, gzip, bzip2, xz, snappy or none";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
-    Gzip { level: u32 },
-    Bzip2 { level: u32 },
-    Xz { level: u32 },
-    Zstd { level: i32 },
+    Gzip {
+        level: u32,
+    },
+    Bzip2 {
+        level: u32,
+    },
+    Xz {
+        level: u32,
+    },
+    Zstd {
+        level: i32,
+    },
     /// LZ4 frame format; one level (lz4_flex's fast mode).
     Lz4,
     /// Snappy framing format; snappy has no levels.
@@ -189,9 +197,20 @@ mod tests {
             Compression::parse("gz", None).unwrap(),
             Compression::Gzip { level: 1 }
         );
-        for (name, level) in [("gzip", 10), ("zstd", 0), ("zstd", 23), ("xz", 10), ("bzip2", 0)] {
-            let e = Compression::parse(name, Some(level)).unwrap_err().to_string();
-            assert!(e.contains("PITR_COMPRESSION_LEVEL") && e.contains(name), "{e}");
+        for (name, level) in [
+            ("gzip", 10),
+            ("zstd", 0),
+            ("zstd", 23),
+            ("xz", 10),
+            ("bzip2", 0),
+        ] {
+            let e = Compression::parse(name, Some(level))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("PITR_COMPRESSION_LEVEL") && e.contains(name),
+                "{e}"
+            );
         }
         let e = Compression::parse("lz4", Some(3)).unwrap_err().to_string();
         assert!(e.contains("no compression levels"), "{e}");

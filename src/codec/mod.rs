@@ -35,7 +35,11 @@ impl Codec {
     /// compression allows it and stays readable by barman-cloud: zstd's
     /// multi-threaded mode (one frame), gzip in parallel blocks (one
     /// member). The others use one thread whatever `workers` says.
-    pub fn encoder_with_workers<W: Write>(&self, sink: W, workers: usize) -> io::Result<Encoder<W>> {
+    pub fn encoder_with_workers<W: Write>(
+        &self,
+        sink: W,
+        workers: usize,
+    ) -> io::Result<Encoder<W>> {
         let sink = match &self.key {
             None => Sink::Plain(sink),
             Some(k) => Sink::Encrypt(cipher::EncryptWriter::new(sink, k)?),
@@ -166,7 +170,9 @@ mod tests {
         let mut x = 1u64;
         (0..len)
             .map(|i| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 if i % 7 == 0 {
                     (x >> 40) as u8
                 } else {
@@ -215,7 +221,10 @@ mod tests {
                 key: None,
             };
             assert!(encode(&c, b"some wal").starts_with(m), "{name}");
-            assert!(encode_with(&c, b"some wal", 2).starts_with(m), "{name} parallel");
+            assert!(
+                encode_with(&c, b"some wal", 2).starts_with(m),
+                "{name} parallel"
+            );
         }
     }
 

@@ -53,7 +53,8 @@ pub async fn upload_with_workers<R: Read + Send + 'static>(
     let (tx, mut rx) = mpsc::channel(DEPTH);
     let codec = codec.clone();
     let source_name = what.to_string();
-    let encoding = tokio::task::spawn_blocking(move || encode(source, &codec, workers, tx, &source_name));
+    let encoding =
+        tokio::task::spawn_blocking(move || encode(source, &codec, workers, tx, &source_name));
 
     let mut writer = store.writer(key, opts).await?;
     let mut send_error = None;
