@@ -49,6 +49,9 @@ fn lz4_frame() -> lz4_flex::frame::FrameInfo {
         .content_checksum(true)
 }
 
+/// Bytes per job of zstd's multi-threaded mode.
+const ZSTD_JOB_SIZE: u32 = 4 << 20;
+
 pub(super) enum Compressor<W: Write> {
     None(Sink<W>),
     Gzip(flate2::write::GzEncoder<Sink<W>>),
@@ -87,6 +90,11 @@ impl<W: Write> Compressor<W> {
                 e.include_checksum(true)?;
                 if workers > 1 {
                     e.multithread(workers as u32)?;
+                    // 4 MiB jobs whatever the level (libzstd's default grows
+                    // to 4 windows: 32 MiB at level 9), so memory stays at a
+                    // few jobs per worker; each job still sees the previous
+                    // one's window, so the ratio barely moves.
+                    e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 }
                 Compressor::Zstd(e)
             }
