@@ -10,7 +10,7 @@ use super::Compression;
 /// Where compressed bytes go: the store's writer, or the cipher in front of it.
 pub(super) enum Sink<W: Write> {
     Plain(W),
-    Encrypt(EncryptWriter<W>),
+    Encrypt(Box<EncryptWriter<W>>),
 }
 
 impl<W: Write> Sink<W> {

@@ -42,7 +42,7 @@ impl Codec {
     ) -> io::Result<Encoder<W>> {
         let sink = match &self.key {
             None => Sink::Plain(sink),
-            Some(k) => Sink::Encrypt(cipher::EncryptWriter::new(sink, k)?),
+            Some(k) => Sink::Encrypt(Box::new(cipher::EncryptWriter::new(sink, k)?)),
         };
         Ok(Encoder {
             inner: Compressor::new(self.compression, sink, workers)?,
