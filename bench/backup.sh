@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): back up the same pgbench database with pitr,
 # barman-cloud-backup and pg_basebackup in one run, and print wall time,
-# CPU, peak RSS, stored size and the ratios against pitr.
+# CPU, peak RSS, stored size and the ratios against pitr. Compressions:
+# gzip (level 1 and 9; pitr compresses a backup's gzip on every core), zstd
+# (multi-threaded), lz4 and snappy for pitr; gzip, lz4 and snappy for
+# barman-cloud-backup (BENCH_SLOW=1 adds bzip2 for both, and xz for pitr).
 #
 #   bash bench/backup.sh                 # as root on a Debian machine like CI's
 #   BENCH_SCALE=10 BENCH_RUNS=3 bash bench/backup.sh
@@ -10,6 +13,7 @@
 #   BENCH_SCALE   pgbench scale factor (default 50, about 750 MB)
 #   BENCH_RUNS    rounds; each round runs every variant once (default 1);
 #                 the table shows medians
+#   BENCH_SLOW    1 adds the single-threaded slow compressions (bzip2, xz)
 #   PITR_BIN      a pitr binary to use instead of `cargo build --release`
 #   BENCH_OUT     a directory to keep the raw results and every tool's log in
 #   BARMAN_VENV   barman-cloud venv (default /opt/pitr-test/barman-venv)
@@ -310,6 +314,17 @@ run_round() {
     run_pitr pitr-none "$r" --compression none
     run_pgbb pgbb-tar "$r"
     run_pgbb pgbb-tar-gz "$r" -z
+    run_pitr pitr-zstd "$r" --compression zstd
+    run_pitr pitr-zstd9 "$r" --compression zstd --compression-level 9
+    run_pitr pitr-lz4 "$r" --compression lz4
+    run_barman barman-lz4 "$r" --lz4
+    run_pitr pitr-snappy "$r" --compression snappy
+    run_barman barman-snappy "$r" --snappy
+    if [[ ${BENCH_SLOW:-0} == 1 ]]; then
+        run_pitr pitr-bzip2 "$r" --compression bzip2
+        run_barman barman-bzip2 "$r" --bzip2
+        run_pitr pitr-xz "$r" --compression xz
+    fi
 }
 
 # ---------------------------------------------------------------- report
@@ -323,6 +338,15 @@ label() {
     barman-none) echo "barman-cloud-backup|uncompressed" ;;
     pgbb-tar) echo "pg_basebackup -Ft|local disk" ;;
     pgbb-tar-gz) echo "pg_basebackup -Ft -z|local disk, gzip -6" ;;
+    pitr-zstd) echo "pitr backup|zstd -3, multi-threaded" ;;
+    pitr-zstd9) echo "pitr backup|zstd -9, multi-threaded" ;;
+    pitr-lz4) echo "pitr backup|lz4" ;;
+    barman-lz4) echo "barman-cloud-backup|--lz4" ;;
+    pitr-snappy) echo "pitr backup|snappy" ;;
+    barman-snappy) echo "barman-cloud-backup|--snappy" ;;
+    pitr-bzip2) echo "pitr backup|bzip2 -9" ;;
+    barman-bzip2) echo "barman-cloud-backup|--bzip2" ;;
+    pitr-xz) echo "pitr backup|xz -3" ;;
     esac
 }
 
@@ -344,7 +368,11 @@ print_table() {
         "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})" \
         "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})" \
         "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..8})"
-    for key in pitr-gzip pitr-gzip9 barman-gzip pgbb-tar-gz pitr-none barman-none pgbb-tar; do
+    local keys=(pitr-gzip pitr-gzip9 barman-gzip pgbb-tar-gz pitr-zstd pitr-zstd9 pitr-lz4
+        barman-lz4 pitr-snappy barman-snappy pitr-bzip2 barman-bzip2 pitr-xz
+        pitr-none barman-none pgbb-tar)
+    for key in "${keys[@]}"; do
+        grep -q "^$key"$'\t' "$RESULTS" || continue
         IFS='|' read -r tool variant <<<"$(label "$key")"
         wall=$(median "$key" 3); cpu=$(median "$key" 4); rss=$(median "$key" 5)
         bytes=$(median "$key" 6); pgcpu=$(median "$key" 7); stcpu=$(median "$key" 8)
@@ -377,6 +405,10 @@ print_ratios() {
     ratio_line pgbb-tar-gz pitr-gzip
     ratio_line barman-none pitr-none
     ratio_line pgbb-tar pitr-none
+    ratio_line barman-lz4 pitr-lz4
+    ratio_line barman-snappy pitr-snappy
+    ratio_line pgbb-tar-gz pitr-zstd
+    if grep -q "^barman-bzip2"$'\t' "$RESULTS"; then ratio_line barman-bzip2 pitr-bzip2; fi
 }
 
 # ---------------------------------------------------------------- main

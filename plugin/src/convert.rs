@@ -264,6 +264,8 @@ fn store_configuration(cfg: &Value, at: &str, t: &mut Translation) {
     // One pitr `sse` for every object: WAL's setting first, else data's.
     let mut sse: Option<(String, String)> = None; // (value, field)
     let mut kms_key: Option<(String, String)> = None;
+    let mut wal_comp: Option<String> = None;
+    let mut data_comp: Option<(String, String)> = None; // (value, field)
 
     for (name, value) in cfg {
         let f = field(name);
@@ -307,7 +309,7 @@ fn store_configuration(cfg: &Value, at: &str, t: &mut Translation) {
                 for (k, v) in wal {
                     let wf = format!("{f}.{k}");
                     match k.as_str() {
-                        "compression" => wal_compression(v, &wf, t),
+                        "compression" => wal_comp = wal_compression(v, &wf, t),
                         "encryption" => sse = Some((shown(v), wf)),
                         "maxParallel" => t.not_mapped(
                             &wf,
@@ -387,7 +389,8 @@ fn store_configuration(cfg: &Value, at: &str, t: &mut Translation) {
                                 );
                             }
                         }
-                        "compression" | "jobs" | "immediateCheckpoint" => t.not_mapped(
+                        "compression" => data_comp = Some((shown(v), df)),
+                        "jobs" | "immediateCheckpoint" => t.not_mapped(
                             &df,
                             format!(
                                 "({}) a base-backup setting of barman-cloud-backup; pitr-cnpg \
@@ -404,6 +407,9 @@ fn store_configuration(cfg: &Value, at: &str, t: &mut Translation) {
         }
     }
 
+    if let Some((data, df)) = &data_comp {
+        data_compression(data, wal_comp.as_deref(), df, t);
+    }
     if let Some((mode, _)) = &sse {
         t.set(param::SSE, mode.clone());
     }
@@ -421,33 +427,44 @@ fn store_configuration(cfg: &Value, at: &str, t: &mut Translation) {
     }
 }
 
-fn wal_compression(v: &Value, at: &str, t: &mut Translation) {
+/// `wal.compression` (barman-cloud-wal-archive's): pitr writes and reads
+/// every one of barman-cloud's compressions under the same suffix, so the
+/// name carries over. Returns the name pitr will use.
+fn wal_compression(v: &Value, at: &str, t: &mut Translation) -> Option<String> {
     let name = shown(v);
     if name.is_empty() {
         t.set(param::COMPRESSION, "none");
-        return;
+        return Some("none".into());
     }
-    if name == "gzip" {
-        t.set(param::COMPRESSION, "gzip");
-        return;
+    if BARMAN_COMPRESSIONS.iter().any(|(n, _)| *n == name) {
+        t.set(param::COMPRESSION, name.clone());
+        return Some(name);
     }
-    let suffix = BARMAN_COMPRESSIONS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| *s);
-    let read = match suffix {
-        // Whether pitr reads the WAL already stored is the library's answer.
-        Some(s) => match pitr::codec::Compression::for_suffix(s, &format!("WAL stored as *{s}")) {
-            Ok(_) => "pitr reads the WAL already stored with it".to_string(),
-            Err(e) => format!("for the WAL already stored: {e}"),
-        },
-        None => format!("'{name}' is not a compression barman-cloud writes"),
-    };
     t.not_mapped(
         at,
         format!(
-            "{name}: pitr writes gzip (its default, left unset here) or none; {read}. Barman's \
-             tools read pitr's gzip"
+            "'{name}' is not a compression barman-cloud writes ({}); pitr's default, gzip, is used",
+            BARMAN_COMPRESSIONS.map(|(n, _)| n).join(", ")
+        ),
+    );
+    None
+}
+
+/// `data.compression` (barman-cloud-backup's): pitr has one `compression`
+/// for WAL and backups, so a different one is not mapped, with the way to
+/// get it for backups.
+fn data_compression(data: &str, wal: Option<&str>, at: &str, t: &mut Translation) {
+    let wal = wal.unwrap_or("gzip");
+    if data == wal {
+        return;
+    }
+    t.not_mapped(
+        at,
+        format!(
+            "'{data}' differs from the WAL's '{wal}': pitr-cnpg has one compression parameter \
+             for WAL and base backups, and '{wal}' is used; to compress base backups with \
+             '{data}', set compression: {data} in the ScheduledBackup's (or Backup's) \
+             pluginConfiguration.parameters. Backups already stored with it are read either way"
         ),
     );
 }
@@ -1419,12 +1436,11 @@ spec:
                 ("repository", "s3://legacy-bucket/clusters"),
                 ("serverName", "pg-old"),
                 ("credentialsSecret", "legacy-s3"),
+                ("compression", "snappy"),
             ])
         );
-        let snappy = ext.not_mapped().next().unwrap();
-        assert!(snappy.field.ends_with("wal.compression"), "{snappy:?}");
-        // pitr's own reader says it cannot read snappy WAL (yet).
-        assert!(snappy.text.contains("cannot read"), "{}", snappy.text);
+        // pitr reads (and writes) snappy WAL: nothing left unmapped.
+        assert_eq!(ext.not_mapped().count(), 0, "{:#?}", ext.notes);
         assert!(!refused(ext));
     }
 
@@ -1544,16 +1560,35 @@ spec:
                  spec:\n  configuration:\n    destinationPath: s3://bkt\n    wal: {wal}\n"
             )
         };
-        for name in ["bzip2", "xz", "snappy", "zstd", "lz4"] {
+        for name in ["gzip", "bzip2", "xz", "snappy", "zstd", "lz4"] {
             let c = run(&store(&format!("{{compression: {name}}}")));
             let item = &c.items[0];
-            assert!(!params_of(item).contains_key("compression"), "{name}");
-            let n = item.not_mapped().next().unwrap();
-            assert!(
-                n.text.contains("pitr writes gzip") && n.text.contains(name),
-                "{n:?}"
-            );
+            assert_eq!(params_of(item)["compression"], name);
+            assert_eq!(item.not_mapped().count(), 0, "{:#?}", item.notes);
+            let s = settings_of(item, "pg");
+            assert_eq!(s.repo.compression.name(), name);
         }
+        let c = run(&store("{compression: brotli}"));
+        let n = c.items[0].not_mapped().next().unwrap();
+        assert!(
+            n.text.contains("brotli") && n.text.contains("zstd"),
+            "{n:?}"
+        );
+        // The same compression for data as for WAL maps; another one does not.
+        let both = |wal: &str, data: &str| {
+            run(&format!(
+                "apiVersion: barmancloud.cnpg.io/v1\nkind: ObjectStore\nmetadata: {{name: s}}\n\
+                 spec:\n  configuration:\n    destinationPath: s3://bkt\n    \
+                 wal: {{compression: {wal}}}\n    data: {{compression: {data}}}\n"
+            ))
+        };
+        assert_eq!(both("lz4", "lz4").items[0].not_mapped().count(), 0);
+        let c = both("zstd", "snappy");
+        let n = c.items[0].not_mapped().next().unwrap();
+        assert!(
+            n.field.ends_with("data.compression") && n.text.contains("ScheduledBackup"),
+            "{n:?}"
+        );
         let c = run(&store(
             "{encryption: aws:kms, archiveAdditionalCommandArgs: [\"--sse-kms-key-id=alias/pg\"]}",
         ));

@@ -14,7 +14,8 @@
 //! | `region` | `$S3_REGION`, else `us-east-1` | S3 region |
 //! | `sse` | `none` | `none`, `AES256` or `aws:kms` |
 //! | `sseKmsKeyId` | - | KMS key for `aws:kms` |
-//! | `compression` | `gzip` | `gzip` or `none` |
+//! | `compression` | `gzip` | `zstd`, `lz4`, `gzip`, `bzip2`, `xz`, `snappy` or `none` (WAL and backups; every one is read) |
+//! | `compressionLevel` | the compression's default | gzip/bzip2 1-9, zstd 1-19, xz 0-9 |
 //! | `caFile` | `$PITR_CA_BUNDLE` | PEM CA bundle inside the sidecar |
 //! | `s3PartSizeMiB` | 16 | multipart part size, 5-5120 |
 //! | `restoreRetries` | 5 | retries of a failed restore within one call |
@@ -56,6 +57,7 @@ pub mod param {
     pub const SSE: &str = "sse";
     pub const SSE_KMS_KEY_ID: &str = "sseKmsKeyId";
     pub const COMPRESSION: &str = "compression";
+    pub const COMPRESSION_LEVEL: &str = "compressionLevel";
     pub const CA_FILE: &str = "caFile";
     pub const S3_PART_SIZE_MIB: &str = "s3PartSizeMiB";
     pub const RESTORE_RETRIES: &str = "restoreRetries";
@@ -81,7 +83,7 @@ pub mod param {
     /// name (default: the Backup resource's `metadata.name`).
     pub const NAME: &str = "name";
 
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         REPOSITORY,
         SERVER_NAME,
         ENDPOINT_URL,
@@ -89,6 +91,7 @@ pub mod param {
         SSE,
         SSE_KMS_KEY_ID,
         COMPRESSION,
+        COMPRESSION_LEVEL,
         CA_FILE,
         S3_PART_SIZE_MIB,
         RESTORE_RETRIES,
@@ -622,13 +625,23 @@ pub fn resolve(params: &Params, default_server: &str, env: &SidecarEnv) -> Resul
         )));
     }
 
-    let compression = match params.get(param::COMPRESSION).unwrap_or("gzip") {
-        "gzip" => Compression::Gzip {
-            level: Compression::DEFAULT_GZIP_LEVEL,
-        },
-        "none" => Compression::None,
-        other => return Err(params.bad(param::COMPRESSION, other, "use gzip or none")),
+    let level = match params.get(param::COMPRESSION_LEVEL) {
+        None => None,
+        Some(v) => Some(v.trim().parse::<i32>().map_err(|_| {
+            params.bad(
+                param::COMPRESSION_LEVEL,
+                v,
+                "give a whole number, such as 3",
+            )
+        })?),
     };
+    let name = params.get(param::COMPRESSION).unwrap_or("gzip");
+    let compression = Compression::parse(name, level).map_err(|e| match level {
+        Some(l) if Compression::default_for(name).is_ok() => {
+            params.bad(param::COMPRESSION_LEVEL, &l.to_string(), e)
+        }
+        _ => params.bad(param::COMPRESSION, name, e),
+    })?;
 
     let ca_file = match params.get(param::CA_FILE) {
         Some(p) if !p.starts_with('/') => {
@@ -802,6 +815,30 @@ mod tests {
     }
 
     #[test]
+    fn every_compression_and_its_level_are_read() {
+        for (name, level, want) in [
+            ("zstd", Some("9"), Compression::Zstd { level: 9 }),
+            ("zstd", None, Compression::Zstd { level: 3 }),
+            ("lz4", None, Compression::Lz4),
+            ("bzip2", Some("5"), Compression::Bzip2 { level: 5 }),
+            ("xz", None, Compression::Xz { level: 3 }),
+            ("snappy", None, Compression::Snappy),
+            ("gzip", Some("6"), Compression::Gzip { level: 6 }),
+        ] {
+            let mut p = json!({"repository": "s3://okb", "compression": name});
+            if let Some(l) = level {
+                p["compressionLevel"] = json!(l);
+            }
+            let s = for_archive(&with_params(p), &SidecarEnv::default()).unwrap();
+            assert_eq!(s.repo.compression, want, "{name} {level:?}");
+        }
+        // lz4 has no levels: the level is the parameter at fault.
+        let p = json!({"repository": "s3://okb", "compression": "lz4", "compressionLevel": "3"});
+        let e = for_archive(&with_params(p), &SidecarEnv::default()).unwrap_err();
+        assert!(e.0.contains("compressionLevel"), "{e}");
+    }
+
+    #[test]
     fn the_s3_secret_keys_are_the_fallback() {
         let env = SidecarEnv {
             s3_bucket: Some("seed-bucket".into()),
@@ -846,8 +883,16 @@ mod tests {
                 "sseKmsKeyId",
             ),
             (
-                json!({"repository": "s3://okb", "compression": "bz2"}),
+                json!({"repository": "s3://okb", "compression": "brotli"}),
                 "compression",
+            ),
+            (
+                json!({"repository": "s3://okb", "compression": "zstd", "compressionLevel": "40"}),
+                "compressionLevel",
+            ),
+            (
+                json!({"repository": "s3://okb", "compressionLevel": "x"}),
+                "compressionLevel",
             ),
             (
                 json!({"repository": "s3://okb", "s3PartSizeMiB": "1"}),

@@ -18,6 +18,12 @@ use crate::tar_walk::TarWalker;
 use crate::transfer::channel_io::ChannelReader;
 use crate::transfer::{self, UploadReport};
 
+/// Threads a base backup's compression may use: one per core. The
+/// replication stream and the upload run on the async runtime beside them.
+fn compression_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Streams the data messages of one archive (or the manifest) into `key`,
 /// and returns the first event after them.
 pub(super) async fn store_stream(
@@ -29,10 +35,11 @@ pub(super) async fn store_stream(
     expected_size: Option<usize>,
 ) -> Result<(UploadReport, Option<BackupEvent>)> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
-    let upload = transfer::upload(
+    let upload = transfer::upload_with_workers(
         repo.store.as_ref(),
         key,
         &repo.codec,
+        compression_workers(),
         ChannelReader::new(rx),
         PutOptions {
             size_hint: expected_size,

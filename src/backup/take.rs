@@ -148,6 +148,14 @@ async fn stream_backup(
 ) -> Result<Vec<StoredObject>> {
     let id = info.backup_id.clone();
     let suffix = repo.codec.compression.suffix();
+    if !repo.codec.compression.barman_restores_backups() {
+        warn!(
+            "backup {id} is compressed with {}: pitr restore reads it, barman-cloud-restore \
+             cannot (it reads gzip, bzip2, snappy, lz4 or uncompressed tars); use lz4 or gzip \
+             to keep a fallback to Barman's tools",
+            repo.codec.compression
+        );
+    }
     let opts = BaseBackupOptions {
         label: format!("pitr backup {id}"),
         progress: true,

@@ -50,14 +50,15 @@ pub struct RepoArgs {
     #[arg(long, global = true, env = "PITR_SSE_KMS_KEY_ID", value_name = "ID")]
     pub sse_kms_key_id: Option<String>,
 
-    /// Compression of stored objects: gzip or none
+    /// Compression of stored objects: zstd, lz4, gzip, bzip2, xz, snappy or
+    /// none (barman-cloud's suffixes; every one is read whatever this says)
     #[arg(long, global = true, env = "PITR_COMPRESSION", default_value = "gzip")]
     pub compression: String,
 
-    /// gzip level, 1 (fastest) to 9 (smallest)
-    #[arg(long, global = true, env = "PITR_COMPRESSION_LEVEL", default_value_t = Compression::DEFAULT_GZIP_LEVEL,
-          value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub compression_level: u32,
+    /// Compression level: gzip and bzip2 1-9 (default 1 and 9), zstd 1-19
+    /// (default 3), xz 0-9 (default 3); lz4, snappy and none have none
+    #[arg(long, global = true, env = "PITR_COMPRESSION_LEVEL", value_name = "N")]
+    pub compression_level: Option<i32>,
 
     /// File holding a 256-bit key for client-side AES-256-GCM encryption
     #[arg(
@@ -115,12 +116,7 @@ impl RepoArgs {
     /// As [`RepoArgs::to_config`], with the variables that are not flags
     /// (credentials, the CloudNativePG Secret's keys) from `lookup`.
     pub fn to_config_with(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<RepoConfig> {
-        let compression = match self.compression.parse::<Compression>()? {
-            Compression::Gzip { .. } => Compression::Gzip {
-                level: self.compression_level,
-            },
-            other => other,
-        };
+        let compression = Compression::parse(&self.compression, self.compression_level)?;
         let kms = self.sse_kms_key_id.clone().filter(|s| !s.is_empty());
         let sse = Sse::parse(&self.sse, kms.clone())?;
         if kms.is_some() && !matches!(sse, Sse::Kms { .. }) {

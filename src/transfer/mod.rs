@@ -22,7 +22,7 @@ pub mod meta {
 }
 
 pub use download::{download, DownloadReport};
-pub use upload::{upload, UploadReport};
+pub use upload::{upload, upload_with_workers, UploadReport};
 
 #[cfg(test)]
 mod tests;

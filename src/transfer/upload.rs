@@ -27,6 +27,21 @@ pub async fn upload<R: Read + Send + 'static>(
     key: &str,
     codec: &Codec,
     source: R,
+    opts: PutOptions,
+    what: &str,
+) -> Result<UploadReport> {
+    upload_with_workers(store, key, codec, 1, source, opts, what).await
+}
+
+/// [`upload`], compressing on up to `workers` threads where the
+/// compression allows it (see [`Codec::encoder_with_workers`]): for base
+/// backups, whose compression would otherwise be capped by one core.
+pub async fn upload_with_workers<R: Read + Send + 'static>(
+    store: &dyn ObjectStore,
+    key: &str,
+    codec: &Codec,
+    workers: usize,
+    source: R,
     mut opts: PutOptions,
     what: &str,
 ) -> Result<UploadReport> {
@@ -38,7 +53,8 @@ pub async fn upload<R: Read + Send + 'static>(
     let (tx, mut rx) = mpsc::channel(DEPTH);
     let codec = codec.clone();
     let source_name = what.to_string();
-    let encoding = tokio::task::spawn_blocking(move || encode(source, &codec, tx, &source_name));
+    let encoding =
+        tokio::task::spawn_blocking(move || encode(source, &codec, workers, tx, &source_name));
 
     let mut writer = store.writer(key, opts).await?;
     let mut send_error = None;
@@ -77,11 +93,12 @@ pub async fn upload<R: Read + Send + 'static>(
 fn encode<R: Read>(
     mut source: R,
     codec: &Codec,
+    workers: usize,
     tx: mpsc::Sender<bytes::Bytes>,
     what: &str,
 ) -> Result<(String, u64, u64)> {
     let mut encoder = codec
-        .encoder(ChannelWriter::new(tx))
+        .encoder_with_workers(ChannelWriter::new(tx), workers)
         .map_err(|e| Error::io(format!("cannot start encoding {what}"), e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
