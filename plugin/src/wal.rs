@@ -141,7 +141,7 @@ impl WalService {
             .and_then(|n| n.parse::<WalFileName>().ok());
         if let Some(name) = name.filter(|_| settings.archive_concurrency > 1) {
             let ahead = settings.archive_concurrency as usize - 1;
-            let files = ready_files(&pg_wal, &name, ahead, AHEAD_MAX_BYTES);
+            let files = ready_files(&pg_wal, &name, ahead, AHEAD_MAX_BYTES, &markers);
             if !files.is_empty() {
                 markers.prune(&pg_wal);
                 spawn_ahead(repo.clone(), markers, self.in_flight.clone(), files, ahead);

@@ -63,6 +63,7 @@ pub async fn run(args: WalPushArgs, repo_args: &RepoArgs) -> u8 {
                     &name,
                     args.archive_concurrency as usize - 1,
                     args.archive_ahead_mib << 20,
+                    &markers,
                 ),
                 Err(_) => Vec::new(),
             },

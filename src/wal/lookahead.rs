@@ -103,6 +103,16 @@ impl Markers {
         Ok((sha256 == marker.sha256).then_some((marker.key, sha256)))
     }
 
+    /// Whether a marker of this repository records `name` with `size`
+    /// bytes (the file's content is not read: [`Markers::stored_as`] does
+    /// that before a push is answered from the marker).
+    pub fn recorded(&self, name: &WalFileName, size: u64) -> bool {
+        fs::read(self.path(name))
+            .ok()
+            .and_then(|t| serde_json::from_slice::<Marker>(&t).ok())
+            .is_some_and(|m| m.source == self.source && m.size == size)
+    }
+
     /// Removes markers of files that are no longer in pg_wal (PostgreSQL
     /// removed or recycled them after archiving).
     pub fn prune(&self, pg_wal: &Path) {
@@ -121,14 +131,16 @@ impl Markers {
     }
 }
 
-/// The files PostgreSQL has marked ready to archive, other than `current`,
-/// in the order it would ask for them (timeline history files first, then
-/// WAL order), at most `count` of them and at most `max_bytes` in all.
+/// The files PostgreSQL has marked ready to archive, other than `current`
+/// and those `markers` record as pushed ahead already, in the order it
+/// would ask for them (timeline history files first, then WAL order), at
+/// most `count` of them and at most `max_bytes` in all.
 pub fn ready_files(
     pg_wal: &Path,
     current: &WalFileName,
     count: usize,
     max_bytes: u64,
+    markers: &Markers,
 ) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(pg_wal.join("archive_status")) else {
         return Vec::new();
@@ -144,11 +156,20 @@ pub fn ready_files(
     ready.sort_by_key(|n| (!matches!(n, WalFileName::TimelineHistory(_)), n.to_string()));
     let mut out = Vec::new();
     let mut bytes = 0u64;
-    for name in ready.into_iter().take(count) {
+    for name in ready {
+        if out.len() == count {
+            break;
+        }
         let path = pg_wal.join(name.to_string());
         let Ok(md) = fs::metadata(&path) else {
             continue;
         };
+        // Already pushed ahead by an earlier call: PostgreSQL's own call
+        // for it checks the marker; pushing it again would only hold a
+        // place in this batch that a new file can use.
+        if markers.recorded(&name, md.len()) {
+            continue;
+        }
         if !out.is_empty() && bytes + md.len() > max_bytes {
             break;
         }
@@ -349,13 +370,14 @@ mod tests {
         )
         .unwrap();
         let current: WalFileName = "000000010000000000000001".parse().unwrap();
+        let markers = Markers::new(&wal, "repo");
         let names = |v: Vec<PathBuf>| -> Vec<String> {
             v.iter()
                 .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
                 .collect()
         };
         assert_eq!(
-            names(ready_files(&wal, &current, 10, u64::MAX)),
+            names(ready_files(&wal, &current, 10, u64::MAX, &markers)),
             [
                 "00000002.history",
                 "000000010000000000000002",
@@ -364,9 +386,30 @@ mod tests {
                 "000000010000000000000006"
             ]
         );
-        assert_eq!(ready_files(&wal, &current, 2, u64::MAX).len(), 2);
+        assert_eq!(ready_files(&wal, &current, 2, u64::MAX, &markers).len(), 2);
         // 1 MiB segments: 2.5 MiB of room holds the history file and two.
-        assert_eq!(ready_files(&wal, &current, 10, 5 << 19).len(), 3);
+        assert_eq!(ready_files(&wal, &current, 10, 5 << 19, &markers).len(), 3);
+
+        // Files an earlier call pushed ahead (a marker of this repository
+        // with their size) make room for the next ones; another
+        // repository's markers do not.
+        let two: WalFileName = "000000010000000000000002".parse().unwrap();
+        let size = fs::metadata(wal.join("000000010000000000000002"))
+            .unwrap()
+            .len();
+        markers.record(&two, "k2", "00", size).unwrap();
+        let three: WalFileName = "000000010000000000000003".parse().unwrap();
+        Markers::new(&wal, "elsewhere")
+            .record(&three, "k3", "00", size)
+            .unwrap();
+        assert_eq!(
+            names(ready_files(&wal, &current, 3, u64::MAX, &markers)),
+            [
+                "00000002.history",
+                "000000010000000000000003",
+                "000000010000000000000005"
+            ]
+        );
     }
 
     #[tokio::test]
@@ -376,7 +419,7 @@ mod tests {
         let wal = pg_wal(dir.path(), 4);
         let markers = Markers::new(&wal, &repo.describe());
         let current: WalFileName = "000000010000000000000001".parse().unwrap();
-        let ahead = ready_files(&wal, &current, 7, u64::MAX);
+        let ahead = ready_files(&wal, &current, 7, u64::MAX, &markers);
         let results = push_ahead(&repo, &markers, ahead, 3).await;
         assert_eq!(results.len(), 3);
         assert!(results
@@ -434,7 +477,7 @@ mod tests {
         let markers = Markers::new(&wal, &repo.describe());
         let in_flight = std::sync::Arc::new(InFlight::default());
         let current: WalFileName = "000000010000000000000001".parse().unwrap();
-        let files = ready_files(&wal, &current, 5, u64::MAX);
+        let files = ready_files(&wal, &current, 5, u64::MAX, &markers);
         // Two background batches of the same files and foreground pushes of
         // each, all at once: every file ends stored once, every call OK.
         let a = spawn_ahead(
