@@ -82,12 +82,7 @@ as_pg() { "${AS_PG[@]}" "$@"; }
 check_prereqs() {
     [[ -x $PG_BIN/initdb ]] || die "PostgreSQL 15 is missing at $PG_BIN (apt-get install postgresql-15)"
     [[ $(id -u) -ne 0 ]] || id postgres >/dev/null 2>&1 || die "no postgres OS user"
-    if ! command -v pgbackrest >/dev/null; then
-        [[ $(id -u) -eq 0 ]] || die "pgbackrest is missing; as root: apt-get install pgbackrest"
-        log "installing the Debian package 'pgbackrest'"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null
-    fi
-    log "$(pgbackrest version)"
+    ensure_pgbackrest
 }
 
 make_workdir() {
@@ -123,43 +118,7 @@ ensure_barman() {
     log "barman: $("$BARMAN_VENV/bin/barman-cloud-restore" --version 2>&1)"
 }
 
-# pgbackrest_conf FILE [EXTRA-GLOBAL-LINE...]: a pgBackRest settings file for
-# the RGW bucket (mode 0600, owned by postgres: it holds the S3 secret).
-pgbackrest_conf() {
-    local file=$1; shift
-    local port=${PITR_TEST_S3_ENDPOINT##*:}
-    {
-        echo "[global]"
-        echo "repo1-type=s3"
-        # pgBackRest 2.45 checks only DNS names in the certificate, not its
-        # IP address entry: 127.0.0.1 fails with "[095]: unable to find
-        # hostname '127.0.0.1' in certificate"; the RGW's cert also names localhost.
-        echo "repo1-s3-endpoint=localhost"
-        echo "repo1-storage-port=$port"
-        echo "repo1-storage-ca-file=$PITR_TEST_S3_CA"
-        echo "repo1-s3-uri-style=path"
-        echo "repo1-s3-bucket=$PGBR_BUCKET"
-        echo "repo1-s3-region=$PITR_TEST_S3_REGION"
-        echo "repo1-s3-key=$PITR_TEST_S3_ACCESS_KEY"
-        echo "repo1-s3-key-secret=$PITR_TEST_S3_SECRET_KEY"
-        echo "repo1-path=/pgbackrest"
-        echo "repo1-retention-full=2"
-        echo "log-path=$WORK/pgbackrest/log"
-        echo "lock-path=$WORK/pgbackrest/lock"
-        echo "log-level-console=warn"
-        echo "log-level-file=info"
-        echo "start-fast=y"
-        printf '%s\n' "$@"
-        echo
-        echo "[$SERVER]"
-        echo "pg1-path=$PGDATA"
-        echo "pg1-socket-path=$SOCK"
-        echo "pg1-port=$PORT"
-        echo "pg1-user=postgres"
-    } >"$file"
-    chmod 600 "$file"
-    [[ $(id -u) -ne 0 ]] || chown postgres: "$file"
-}
+# pgbackrest_conf comes from bench/lib.sh.
 
 # The primary's archive_command: every segment into pitr's, barman's and
 # pgBackRest's repository, and a copy in $WORK/wal (the floor's archive).
@@ -185,9 +144,7 @@ EOF
     chmod 755 "$WORK/bin/$ARCHIVE_SCRIPT"
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# free_port comes from bench/lib.sh.
 
 # A throw-away PostgreSQL on a Unix socket only, archiving with all three tools.
 start_primary() {
