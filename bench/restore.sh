@@ -3,7 +3,8 @@
 # with pitr, barman-cloud and pgBackRest in one run, and print the time until
 # the restored server accepts connections as a promoted primary, the WAL
 # segments it replayed, and the ratios against pitr. Variants: pitr with and
-# without prefetch, pitr restoring barman-cloud's own backup and WAL,
+# without prefetch, pitr with --jobs 1 (one GET per tar) against its default
+# --jobs 4 (ranged GETs in flight per tar), pitr restoring barman-cloud's own backup and WAL,
 # barman-cloud with and without --parallel, pgBackRest with and without
 # process-max=2 + async archive-get, and the floor: a local tar and the same
 # WAL on local disk (restore_command = cp).
@@ -16,6 +17,7 @@
 #   BENCH_SEGMENTS  WAL segments of pgbench load between the backups and the
 #                   target (default 40)
 #   BENCH_RUNS      restores of each variant; the table shows medians (default 1)
+#   BENCH_VARIANTS  the variants to run, in order (default: all of VARIANTS below)
 #   BENCH_RGW_NODELAY  1: restart the RGW with `tcp_nodelay=1` on its beast
 #                   frontend (Ceph's default, and tests/support's, is off: then
 #                   every response's last packet waits for a delayed ACK,
@@ -307,10 +309,11 @@ set_target() {
 # restore_env_* prints the environment the server needs for its
 # restore_command. Extra arguments select a variant.
 
-restore_pitr() {
+restore_pitr() {  # restore_pitr DIR [EXTRA-ARG...]
     local dir=$1 env
+    shift
     mapfile -t env < <(pitr_env)
-    as_pg env "${env[@]}" "$PITR" restore --pgdata "$dir" --target-time "$TARGET"
+    as_pg env "${env[@]}" "$PITR" restore --pgdata "$dir" --target-time "$TARGET" "$@"
 }
 
 # pitr restoring barman-cloud's backup and WAL: the very objects the
@@ -404,6 +407,7 @@ run_variant() {
     t0=$EPOCHREALTIME
     case $key in
     pitr | pitr-noprefetch) restore_pitr "$dir" >"$rlog.restore.log" 2>&1 ;;
+    pitr-jobs1) restore_pitr "$dir" --jobs 1 >"$rlog.restore.log" 2>&1 ;;
     pitr-on-barman) restore_pitr_on_barman "$dir" >"$rlog.restore.log" 2>&1 ;;
     barman) restore_barman "$dir" >"$rlog.restore.log" 2>&1 ;;
     barman-p8) restore_barman "$dir" "$WORK/spool/$key-$round" >"$rlog.restore.log" 2>&1 ;;
@@ -417,7 +421,7 @@ run_variant() {
     [[ $status != ok ]] || configure_restored "$dir" "$port" || status="restore-failed"
     t1=$EPOCHREALTIME
     case $key in
-    pitr | pitr-on-barman) mapfile -t env < <(pitr_env) ;;
+    pitr | pitr-jobs1 | pitr-on-barman) mapfile -t env < <(pitr_env) ;;
     pitr-noprefetch) mapfile -t env < <(pitr_env; echo PITR_PREFETCH=0) ;;
     barman*) mapfile -t env < <(barman_env) ;;
     esac
@@ -446,7 +450,8 @@ run_variant() {
     rm -rf "$dir" "$WORK/spool/$key-$round"
 }
 
-VARIANTS=(pitr pitr-noprefetch pitr-on-barman barman barman-p8 pgbackrest pgbackrest-async floor)
+VARIANTS=(pitr pitr-jobs1 pitr-noprefetch pitr-on-barman barman barman-p8 pgbackrest pgbackrest-async floor)
+[[ -z ${BENCH_VARIANTS:-} ]] || read -r -a VARIANTS <<<"$BENCH_VARIANTS"
 
 run_round() {
     local r=$1 key
@@ -458,7 +463,8 @@ run_round() {
 
 label() {
     case $1 in
-    pitr) echo "pitr|restore; wal-fetch (prefetch 8)" ;;
+    pitr) echo "pitr|restore --jobs 4; prefetch 8" ;;
+    pitr-jobs1) echo "pitr|restore --jobs 1; prefetch 8" ;;
     pitr-noprefetch) echo "pitr|PITR_PREFETCH=0" ;;
     pitr-on-barman) echo "pitr|barman-cloud's backup and WAL" ;;
     barman) echo "barman-cloud|restore; wal-restore" ;;
