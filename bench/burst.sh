@@ -45,6 +45,11 @@
 #   BENCH_SECONDS   length of the pgbench write load (default 60)
 #   BENCH_CLIENTS   pgbench clients (default 4)
 #   BENCH_RATE      pgbench -R (transactions per second; default unthrottled)
+#   BENCH_BACKLOG   1: archive nothing during the load (archive_mode = on,
+#                   archive_command empty: the .ready files pile up), then
+#                   set the variant's archive_command (ALTER SYSTEM, reload)
+#                   at the switch: the drain is a backlog of every segment of
+#                   the load, the tools' raw throughput
 #   BENCH_VARIANTS  the burst variants to run (default: all five, in order)
 #   BENCH_DRAIN_MAX seconds to wait for the archive to drain (default 600;
 #                   past it the run is reported "timeout" with its backlog)
@@ -73,6 +78,7 @@ BENCH_SCALE=${BENCH_SCALE:-50}
 BENCH_SECONDS=${BENCH_SECONDS:-60}
 BENCH_CLIENTS=${BENCH_CLIENTS:-4}
 BENCH_RATE=${BENCH_RATE:-}
+BENCH_BACKLOG=${BENCH_BACKLOG:-0}
 BENCH_DRAIN_MAX=${BENCH_DRAIN_MAX:-600}
 BENCH_CALLS=${BENCH_CALLS:-5}
 BENCH_RGW_NODELAY=${BENCH_RGW_NODELAY:-0}
@@ -261,7 +267,7 @@ run_burst() {
     cmd=$(archive_command_of "$v" "$r")
     cat >>"$PGDATA/postgresql.conf" <<EOF
 archive_mode = on
-archive_command = '$cmd'
+archive_command = '$([[ $BENCH_BACKLOG == 1 ]] || echo "$cmd")'
 EOF
     start_server "$WORK/logs/$name.postgres.log"
     if [[ $v == pgbr-* ]]; then
@@ -282,8 +288,16 @@ EOF
         -T "$BENCH_SECONDS" "${rate[@]}" postgres >"$WORK/logs/$name.pgbench.log" 2>&1 \
         || { tail -5 "$WORK/logs/$name.pgbench.log" >&2; die "pgbench failed"; }
     last=$(psql_q "select pg_walfile_name(pg_switch_wal())")
-    t_end=$EPOCHREALTIME
-    ready_end=$(ready_count)
+    if [[ $BENCH_BACKLOG == 1 ]]; then
+        sleep 0.5  # the .ready file of the last segment
+        ready_end=$(ready_count)
+        psql_q "alter system set archive_command = '$cmd'"
+        psql_q "select pg_reload_conf()" >/dev/null
+        t_end=$EPOCHREALTIME
+    else
+        t_end=$EPOCHREALTIME
+        ready_end=$(ready_count)
+    fi
     archived_end=$(psql_q "select archived_count from pg_stat_archiver")
     tps=$(grep -o 'tps = [0-9]*' "$WORK/logs/$name.pgbench.log" | tail -1 | cut -d' ' -f3)
     produced=$(($(segno "$last") - $(segno "$first") + 1))
@@ -449,7 +463,9 @@ print_burst() {
     local v
     echo
     echo "Burst archiving: pgbench -i -s $BENCH_SCALE ($((DB_BYTES / 1048576)) MB), then" \
-        "pgbench -c $BENCH_CLIENTS -j 2 -T $BENCH_SECONDS${BENCH_RATE:+ -R $BENCH_RATE}; $BENCH_RUNS round(s), medians;" \
+        "pgbench -c $BENCH_CLIENTS -j 2 -T $BENCH_SECONDS${BENCH_RATE:+ -R $BENCH_RATE};" \
+        "$([[ $BENCH_BACKLOG == 1 ]] && echo "archiving off during the load, then on (BENCH_BACKLOG=1);")" \
+        "$BENCH_RUNS round(s), medians;" \
         "$(nproc) CPUs; 1-min load before each run: $(cut -f12 "$BURST" | paste -sd' ')"
     echo
     printf '| %-32s | %8s | %6s | %10s | %10s | %7s | %9s | %9s | %8s | %-7s |\n' \
