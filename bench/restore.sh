@@ -18,6 +18,8 @@
 #                   target (default 40)
 #   BENCH_RUNS      restores of each variant; the table shows medians (default 1)
 #   BENCH_VARIANTS  the variants to run, in order (default: all of VARIANTS below)
+#   BENCH_PITR_BACKUP_ARGS  extra arguments of `pitr backup`, e.g.
+#                   "--compression none" (a large tar, for restore --jobs)
 #   BENCH_RGW_NODELAY  1: restart the RGW with `tcp_nodelay=1` on its beast
 #                   frontend (Ceph's default, and tests/support's, is off: then
 #                   every response's last packet waits for a delayed ACK,
@@ -235,9 +237,11 @@ take_backups() {
 
     t0=$SECONDS
     mapfile -t env < <(pitr_env)
-    as_pg env "${env[@]}" "$PITR" backup -d "host=$SOCK port=$PORT user=postgres" \
+    local extra=()
+    [[ -z ${BENCH_PITR_BACKUP_ARGS:-} ]] || read -r -a extra <<<"$BENCH_PITR_BACKUP_ARGS"
+    as_pg env "${env[@]}" "$PITR" backup -d "host=$SOCK port=$PORT user=postgres" "${extra[@]}" \
         >"$WORK/logs/backup-pitr.log" 2>&1 || { tail "$WORK/logs/backup-pitr.log" >&2; die "pitr backup failed"; }
-    log "pitr backup: $((SECONDS - t0)) s"
+    log "pitr backup ${BENCH_PITR_BACKUP_ARGS:-}: $((SECONDS - t0)) s"
 
     t0=$SECONDS
     mapfile -t env < <(barman_env)
