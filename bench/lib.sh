@@ -1,12 +1,14 @@
 # shellcheck shell=bash
-# Helpers shared by bench/backup.sh and bench/restore.sh; sourced, not run.
-# They read the caller's globals (ROOT, WORK, RESULTS, PITR_BUCKET, SERVER,
-# PITR_TEST_S3_*) and its log and die functions.
+# Helpers shared by the scripts under bench/; sourced, not run. They read
+# the caller's globals (ROOT, WORK, RESULTS, PITR_BUCKET, PITR_PREFIX,
+# PGBR_BUCKET, PGBR_PATH, SERVER, PGDATA, SOCK, PORT, PITR_TEST_S3_*) and
+# its log and die functions; a caller may set them as locals of the
+# function that calls a helper (bash scoping is dynamic).
 
 # Environment of pitr (and of the server, whose archive_command is pitr).
 pitr_env() {
     printf '%s\n' \
-        "PITR_REPO=s3://$PITR_BUCKET/pg" \
+        "PITR_REPO=s3://$PITR_BUCKET/${PITR_PREFIX:-pg}" \
         "PITR_SERVER_NAME=$SERVER" \
         "PITR_ENDPOINT_URL=$PITR_TEST_S3_ENDPOINT" \
         "PITR_CA_BUNDLE=$PITR_TEST_S3_CA" \
@@ -66,4 +68,58 @@ restart_rgw_nodelay() {
     done
     [[ $code == 200 ]] || die "radosgw did not come back with tcp_nodelay=1 (status '$code')"
     log "radosgw restarted with tcp_nodelay=1"
+}
+
+# pgBackRest (Debian's package, installed when missing and we are root).
+ensure_pgbackrest() {
+    if ! command -v pgbackrest >/dev/null; then
+        [[ $(id -u) -eq 0 ]] || die "pgbackrest is missing; as root: apt-get install pgbackrest"
+        log "installing the Debian package 'pgbackrest'"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null
+    fi
+    log "$(pgbackrest version)"
+}
+
+# pgbackrest_conf FILE [EXTRA-GLOBAL-LINE...]: a pgBackRest settings file for
+# the RGW bucket PGBR_BUCKET, under PGBR_PATH (default /pgbackrest), for
+# the cluster PGDATA on SOCK and PORT (mode 0600, owned by postgres: it holds the S3 secret).
+pgbackrest_conf() {
+    local file=$1; shift
+    local port=${PITR_TEST_S3_ENDPOINT##*:}
+    {
+        echo "[global]"
+        echo "repo1-type=s3"
+        # pgBackRest 2.45 checks only DNS names in the certificate, not its
+        # IP address entry: 127.0.0.1 fails with "[095]: unable to find
+        # hostname '127.0.0.1' in certificate"; the RGW's cert also names localhost.
+        echo "repo1-s3-endpoint=localhost"
+        echo "repo1-storage-port=$port"
+        echo "repo1-storage-ca-file=$PITR_TEST_S3_CA"
+        echo "repo1-s3-uri-style=path"
+        echo "repo1-s3-bucket=$PGBR_BUCKET"
+        echo "repo1-s3-region=$PITR_TEST_S3_REGION"
+        echo "repo1-s3-key=$PITR_TEST_S3_ACCESS_KEY"
+        echo "repo1-s3-key-secret=$PITR_TEST_S3_SECRET_KEY"
+        echo "repo1-path=${PGBR_PATH:-/pgbackrest}"
+        echo "repo1-retention-full=2"
+        echo "log-path=$WORK/pgbackrest/log"
+        echo "lock-path=$WORK/pgbackrest/lock"
+        echo "log-level-console=warn"
+        echo "log-level-file=info"
+        echo "start-fast=y"
+        printf '%s\n' "$@"
+        echo
+        echo "[$SERVER]"
+        echo "pg1-path=$PGDATA"
+        echo "pg1-socket-path=$SOCK"
+        echo "pg1-port=$PORT"
+        echo "pg1-user=postgres"
+    } >"$file"
+    chmod 600 "$file"
+    [[ $(id -u) -ne 0 ]] || chown postgres: "$file"
+}
+
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

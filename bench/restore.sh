@@ -3,7 +3,8 @@
 # with pitr, barman-cloud and pgBackRest in one run, and print the time until
 # the restored server accepts connections as a promoted primary, the WAL
 # segments it replayed, and the ratios against pitr. Variants: pitr with and
-# without prefetch, pitr restoring barman-cloud's own backup and WAL,
+# without prefetch, pitr with --jobs 1 (one GET per tar) against its default
+# --jobs 4 (ranged GETs in flight per tar), pitr restoring barman-cloud's own backup and WAL,
 # barman-cloud with and without --parallel, pgBackRest with and without
 # process-max=2 + async archive-get, and the floor: a local tar and the same
 # WAL on local disk (restore_command = cp).
@@ -16,6 +17,9 @@
 #   BENCH_SEGMENTS  WAL segments of pgbench load between the backups and the
 #                   target (default 40)
 #   BENCH_RUNS      restores of each variant; the table shows medians (default 1)
+#   BENCH_VARIANTS  the variants to run, in order (default: all of VARIANTS below)
+#   BENCH_PITR_BACKUP_ARGS  extra arguments of `pitr backup`, e.g.
+#                   "--compression none" (a large tar, for restore --jobs)
 #   BENCH_RGW_NODELAY  1: restart the RGW with `tcp_nodelay=1` on its beast
 #                   frontend (Ceph's default, and tests/support's, is off: then
 #                   every response's last packet waits for a delayed ACK,
@@ -82,12 +86,7 @@ as_pg() { "${AS_PG[@]}" "$@"; }
 check_prereqs() {
     [[ -x $PG_BIN/initdb ]] || die "PostgreSQL 15 is missing at $PG_BIN (apt-get install postgresql-15)"
     [[ $(id -u) -ne 0 ]] || id postgres >/dev/null 2>&1 || die "no postgres OS user"
-    if ! command -v pgbackrest >/dev/null; then
-        [[ $(id -u) -eq 0 ]] || die "pgbackrest is missing; as root: apt-get install pgbackrest"
-        log "installing the Debian package 'pgbackrest'"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null
-    fi
-    log "$(pgbackrest version)"
+    ensure_pgbackrest
 }
 
 make_workdir() {
@@ -123,43 +122,7 @@ ensure_barman() {
     log "barman: $("$BARMAN_VENV/bin/barman-cloud-restore" --version 2>&1)"
 }
 
-# pgbackrest_conf FILE [EXTRA-GLOBAL-LINE...]: a pgBackRest settings file for
-# the RGW bucket (mode 0600, owned by postgres: it holds the S3 secret).
-pgbackrest_conf() {
-    local file=$1; shift
-    local port=${PITR_TEST_S3_ENDPOINT##*:}
-    {
-        echo "[global]"
-        echo "repo1-type=s3"
-        # pgBackRest 2.45 checks only DNS names in the certificate, not its
-        # IP address entry: 127.0.0.1 fails with "[095]: unable to find
-        # hostname '127.0.0.1' in certificate"; the RGW's cert also names localhost.
-        echo "repo1-s3-endpoint=localhost"
-        echo "repo1-storage-port=$port"
-        echo "repo1-storage-ca-file=$PITR_TEST_S3_CA"
-        echo "repo1-s3-uri-style=path"
-        echo "repo1-s3-bucket=$PGBR_BUCKET"
-        echo "repo1-s3-region=$PITR_TEST_S3_REGION"
-        echo "repo1-s3-key=$PITR_TEST_S3_ACCESS_KEY"
-        echo "repo1-s3-key-secret=$PITR_TEST_S3_SECRET_KEY"
-        echo "repo1-path=/pgbackrest"
-        echo "repo1-retention-full=2"
-        echo "log-path=$WORK/pgbackrest/log"
-        echo "lock-path=$WORK/pgbackrest/lock"
-        echo "log-level-console=warn"
-        echo "log-level-file=info"
-        echo "start-fast=y"
-        printf '%s\n' "$@"
-        echo
-        echo "[$SERVER]"
-        echo "pg1-path=$PGDATA"
-        echo "pg1-socket-path=$SOCK"
-        echo "pg1-port=$PORT"
-        echo "pg1-user=postgres"
-    } >"$file"
-    chmod 600 "$file"
-    [[ $(id -u) -ne 0 ]] || chown postgres: "$file"
-}
+# pgbackrest_conf comes from bench/lib.sh.
 
 # The primary's archive_command: every segment into pitr's, barman's and
 # pgBackRest's repository, and a copy in $WORK/wal (the floor's archive).
@@ -185,9 +148,7 @@ EOF
     chmod 755 "$WORK/bin/$ARCHIVE_SCRIPT"
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# free_port comes from bench/lib.sh.
 
 # A throw-away PostgreSQL on a Unix socket only, archiving with all three tools.
 start_primary() {
@@ -276,9 +237,11 @@ take_backups() {
 
     t0=$SECONDS
     mapfile -t env < <(pitr_env)
-    as_pg env "${env[@]}" "$PITR" backup -d "host=$SOCK port=$PORT user=postgres" \
+    local extra=()
+    [[ -z ${BENCH_PITR_BACKUP_ARGS:-} ]] || read -r -a extra <<<"$BENCH_PITR_BACKUP_ARGS"
+    as_pg env "${env[@]}" "$PITR" backup -d "host=$SOCK port=$PORT user=postgres" "${extra[@]}" \
         >"$WORK/logs/backup-pitr.log" 2>&1 || { tail "$WORK/logs/backup-pitr.log" >&2; die "pitr backup failed"; }
-    log "pitr backup: $((SECONDS - t0)) s"
+    log "pitr backup ${BENCH_PITR_BACKUP_ARGS:-}: $((SECONDS - t0)) s"
 
     t0=$SECONDS
     mapfile -t env < <(barman_env)
@@ -350,10 +313,11 @@ set_target() {
 # restore_env_* prints the environment the server needs for its
 # restore_command. Extra arguments select a variant.
 
-restore_pitr() {
+restore_pitr() {  # restore_pitr DIR [EXTRA-ARG...]
     local dir=$1 env
+    shift
     mapfile -t env < <(pitr_env)
-    as_pg env "${env[@]}" "$PITR" restore --pgdata "$dir" --target-time "$TARGET"
+    as_pg env "${env[@]}" "$PITR" restore --pgdata "$dir" --target-time "$TARGET" "$@"
 }
 
 # pitr restoring barman-cloud's backup and WAL: the very objects the
@@ -447,6 +411,7 @@ run_variant() {
     t0=$EPOCHREALTIME
     case $key in
     pitr | pitr-noprefetch) restore_pitr "$dir" >"$rlog.restore.log" 2>&1 ;;
+    pitr-jobs1) restore_pitr "$dir" --jobs 1 >"$rlog.restore.log" 2>&1 ;;
     pitr-on-barman) restore_pitr_on_barman "$dir" >"$rlog.restore.log" 2>&1 ;;
     barman) restore_barman "$dir" >"$rlog.restore.log" 2>&1 ;;
     barman-p8) restore_barman "$dir" "$WORK/spool/$key-$round" >"$rlog.restore.log" 2>&1 ;;
@@ -460,7 +425,7 @@ run_variant() {
     [[ $status != ok ]] || configure_restored "$dir" "$port" || status="restore-failed"
     t1=$EPOCHREALTIME
     case $key in
-    pitr | pitr-on-barman) mapfile -t env < <(pitr_env) ;;
+    pitr | pitr-jobs1 | pitr-on-barman) mapfile -t env < <(pitr_env) ;;
     pitr-noprefetch) mapfile -t env < <(pitr_env; echo PITR_PREFETCH=0) ;;
     barman*) mapfile -t env < <(barman_env) ;;
     esac
@@ -489,7 +454,8 @@ run_variant() {
     rm -rf "$dir" "$WORK/spool/$key-$round"
 }
 
-VARIANTS=(pitr pitr-noprefetch pitr-on-barman barman barman-p8 pgbackrest pgbackrest-async floor)
+VARIANTS=(pitr pitr-jobs1 pitr-noprefetch pitr-on-barman barman barman-p8 pgbackrest pgbackrest-async floor)
+[[ -z ${BENCH_VARIANTS:-} ]] || read -r -a VARIANTS <<<"$BENCH_VARIANTS"
 
 run_round() {
     local r=$1 key
@@ -501,7 +467,8 @@ run_round() {
 
 label() {
     case $1 in
-    pitr) echo "pitr|restore; wal-fetch (prefetch 8)" ;;
+    pitr) echo "pitr|restore --jobs 4; prefetch 8" ;;
+    pitr-jobs1) echo "pitr|restore --jobs 1; prefetch 8" ;;
     pitr-noprefetch) echo "pitr|PITR_PREFETCH=0" ;;
     pitr-on-barman) echo "pitr|barman-cloud's backup and WAL" ;;
     barman) echo "barman-cloud|restore; wal-restore" ;;
