@@ -73,6 +73,16 @@ pub struct RepoStatus {
     pub timelines: Vec<TimelineExtent>,
     /// What the last `archive verify` found, if one ran.
     pub last_verify: Option<LastVerify>,
+    /// The retention policy given to `status`, and what `expire` would
+    /// remove under it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::RetentionPreview>,
+    /// The last `expire` run (the Expire state record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_expire: Option<crate::retention::delete::ExpireState>,
+    /// The last drill (the Drill state record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<crate::drill::report::DrillRecord>,
 }
 
 /// The first and last segment of one timeline in the archive.
@@ -126,14 +136,30 @@ impl LastVerify {
 
 /// Reads the status of `repo`.
 pub async fn gather(repo: &Repo) -> Result<RepoStatus> {
-    let (entries, (last_archived, timelines), verified) = tokio::try_join!(
+    gather_with(repo, None).await
+}
+
+/// [`gather`], also with the last expire and drill, and, given a retention
+/// policy and minimum redundancy, what `expire` would remove now.
+pub async fn gather_with(
+    repo: &Repo,
+    retention: Option<(crate::retention::RetentionPolicy, u32)>,
+) -> Result<RepoStatus> {
+    let (entries, (last_archived, timelines), verified, expired, drilled) = tokio::try_join!(
         catalog::list(repo),
         archive_extent(repo),
-        state::read::<VerifyState>(repo, StateKind::Verify)
+        state::read::<VerifyState>(repo, StateKind::Verify),
+        state::read::<crate::retention::delete::ExpireState>(repo, StateKind::Expire),
+        state::read::<crate::drill::report::DrillRecord>(repo, StateKind::Drill),
     )?;
     let mut status = summarize(repo.describe(), &entries, last_archived);
     status.timelines = timelines;
     status.last_verify = verified.map(LastVerify::of);
+    status.last_expire = expired;
+    status.last_drill = drilled;
+    if let Some((policy, minimum)) = retention {
+        status.retention = Some(crate::retention::preview(repo, &entries, policy, minimum).await?);
+    }
     Ok(status)
 }
 
@@ -157,6 +183,9 @@ pub fn summarize(
         first_recoverability_point: usable.first().and_then(|e| e.info.end_time),
         timelines: Vec::new(),
         last_verify: None,
+        retention: None,
+        last_expire: None,
+        last_drill: None,
     }
 }
 

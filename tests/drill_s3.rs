@@ -158,4 +158,29 @@ fn a_drill_restores_checks_reports_and_records() {
         std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0) == 0,
         "nothing restored"
     );
+
+    // status reports the drill, and what expire would remove under a
+    // policy, without removing it.
+    let first_id = b.stdout.trim().to_string();
+    let b2 = run(common::pitr()
+        .envs(env.iter().cloned())
+        .args(["backup", "-d", &pg.conninfo()]));
+    assert_eq!(b2.code, 0, "{b2:?}");
+    let st = run(common::pitr().envs(env.iter().cloned()).args([
+        "status",
+        "--format",
+        "json",
+        "--retention-policy",
+        "REDUNDANCY 1",
+    ]));
+    assert_eq!(st.code, 0, "{st:?}");
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(st["last_drill"]["passed"], false, "{st:#}");
+    assert_eq!(
+        st["retention"]["would_remove"],
+        serde_json::json!([first_id]),
+        "{st:#}"
+    );
+    assert_eq!(st["retention"]["kept"], 1, "{st:#}");
+    assert_eq!(st["backups"], 2, "nothing was removed: {st:#}");
 }

@@ -9,12 +9,29 @@ use super::exit;
 use super::repo_args::RepoArgs;
 use pitr::config::redact;
 use pitr::repo::Repo;
-use pitr::status::{gather, BackupPoint, RepoStatus};
+use pitr::status::{gather_with, BackupPoint, RepoStatus};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Also say what `pitr expire` would remove now under this policy
+    #[arg(
+        short = 'r',
+        long,
+        env = "PITR_RETENTION_POLICY",
+        value_name = "POLICY"
+    )]
+    pub retention_policy: Option<String>,
+    /// The minimum redundancy `pitr expire` would keep
+    #[arg(
+        short = 'm',
+        long,
+        env = "PITR_MINIMUM_REDUNDANCY",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub minimum_redundancy: u32,
 }
 
 /// "3 h ago", for a time in the past.
@@ -106,6 +123,42 @@ fn print_text(s: &RepoStatus) {
             }
         }
     }
+    match &s.retention {
+        Some(r) if r.would_remove.is_empty() => println!(
+            "retention        {} (minimum redundancy {}): nothing to remove now, {} backups kept",
+            r.policy, r.minimum_redundancy, r.kept
+        ),
+        Some(r) => println!(
+            "retention        {} (minimum redundancy {}): `pitr expire` would remove {} ({}) and keep {}",
+            r.policy,
+            r.minimum_redundancy,
+            r.would_remove.len(),
+            r.would_remove.join(", "),
+            r.kept
+        ),
+        None => println!("retention        no policy given (--retention-policy / PITR_RETENTION_POLICY)"),
+    }
+    if let Some(x) = &s.last_expire {
+        println!(
+            "last expire      {} ({}){}: {} backups removed",
+            x.finished_at.to_rfc3339(),
+            ago(x.finished_at),
+            if x.dry_run { ", dry run" } else { "" },
+            x.obsolete_backups
+        );
+    }
+    match &s.last_drill {
+        None => println!("last drill       never: run `pitr drill`"),
+        Some(d) => println!(
+            "last drill       {} ({}): {}{}",
+            d.finished_at.to_rfc3339(),
+            ago(d.finished_at),
+            if d.passed { "passed" } else { "FAILED" },
+            d.rto_seconds
+                .map(|r| format!(", RTO {r:.1} s"))
+                .unwrap_or_default()
+        ),
+    }
     match s.first_recoverability_point {
         Some(t) => println!(
             "recoverable      from {} to the end of the archive",
@@ -120,7 +173,11 @@ pub async fn run(args: StatusArgs, repo_args: &RepoArgs) -> u8 {
     let result = async {
         let cfg = repo_args.to_config()?;
         secrets = cfg.secrets();
-        gather(&Repo::open(&cfg)?).await
+        let retention = match args.retention_policy.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => Some((p.parse()?, args.minimum_redundancy)),
+            _ => None,
+        };
+        gather_with(&Repo::open(&cfg)?, retention).await
     }
     .await;
     match result {

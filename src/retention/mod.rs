@@ -5,8 +5,10 @@
 pub mod classify;
 pub mod delete;
 pub mod policy;
+pub mod preview;
 pub mod wal_needed;
 
 pub use classify::{Reason, RetentionStatus, Verdict};
 pub use delete::{expire, ExpireReport, ExpireRequest};
 pub use policy::RetentionPolicy;
+pub use preview::{preview, RetentionPreview};
