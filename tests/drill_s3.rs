@@ -96,6 +96,20 @@ fn a_drill_restores_checks_reports_and_records() {
     let state: serde_json::Value =
         serde_json::from_slice(&rgw.get(&bucket, "pg/main/pitr/state/drill.json")).unwrap();
     assert_eq!(state["passed"], true, "{state:#}");
+    // pitr metrics reports it.
+    let m = run(common::pitr().envs(env.iter().cloned()).arg("metrics"));
+    assert_eq!(m.code, 0, "{m:?}");
+    let sample = |name: &str| -> f64 {
+        m.stdout
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {}", m.stdout))
+    };
+    assert_eq!(sample("pitr_last_drill_success"), 1.0);
+    let metric_rto = sample("pitr_last_drill_rto_seconds");
+    assert!((metric_rto - rto).abs() < 0.01, "{metric_rto} vs {rto}");
     assert_eq!(
         std::fs::read_dir(&scratch).unwrap().count(),
         0,
