@@ -25,6 +25,34 @@ pub fn temp_beside(path: &Path) -> PathBuf {
     ))
 }
 
+/// Removes the temporary files [`temp_beside`] made for `path` whose
+/// process is gone (killed before it could rename or remove them); those
+/// of a live process are left alone. Returns how many it removed.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return 0;
+    };
+    let prefix = format!(".{name}.pitr-tmp-");
+    let Ok(entries) = std::fs::read_dir(parent_dir(path)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The directory a path lives in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -61,5 +89,27 @@ impl Drop for TempGuard {
         if self.armed {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temps_of_dead_processes_go_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        let mine = temp_beside(&dest);
+        std::fs::write(&mine, "in progress").unwrap();
+        // A pid above the kernel's maximum is never alive.
+        let dead = dir.path().join(".RECOVERYXLOG.pitr-tmp-99999999-abcdef");
+        std::fs::write(&dead, "half a segment").unwrap();
+        let other = dir.path().join(".OTHER.pitr-tmp-99999999-abcdef");
+        std::fs::write(&other, "another file's").unwrap();
+        assert_eq!(remove_stale_temps(&dest), 1);
+        assert!(!dead.exists());
+        assert!(mine.exists(), "this process's own temp stays");
+        assert!(other.exists(), "only temps of this destination");
     }
 }

@@ -543,6 +543,68 @@ fn wal_fetch_prefetches_the_next_segments() {
 }
 
 #[test]
+fn a_fetch_killed_before_its_rename_leaves_no_segment_and_the_next_cleans_up() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("fetch-kill");
+    let dir = TestDir::new("fetch-kill");
+    let env = rgw.pitr_env(&bucket, "main");
+    let seg = fresh_segment(&dir, "a");
+    assert_eq!(push(&env, &seg, &[]).code, 0);
+    let pg_wal = dir.join("pg_wal");
+    let stops = dir.join("stops");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    std::fs::create_dir_all(&stops).unwrap();
+    let dest = pg_wal.join("RECOVERYXLOG");
+
+    // Frozen after the segment is written, verified and fsynced, before
+    // the rename that makes it visible; then killed.
+    let mut child = pitr()
+        .envs(env.iter().cloned())
+        .env("PITR_TEST_STOP_AT", "fetch-before-rename")
+        .env("PITR_TEST_STOP_DIR", &stops)
+        .args(["wal-fetch", "--prefetch", "0", SEG1])
+        .arg(&dest)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(&stops)
+        .unwrap()
+        .flatten()
+        .any(|e| e.path().extension().and_then(|x| x.to_str()) != Some("tmp"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wal-fetch never reached the stop point"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dest.exists(), "PostgreSQL never sees the segment");
+    let left: Vec<String> = std::fs::read_dir(&pg_wal)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed fetch's hidden temporary file: {left:?}"
+    );
+    assert!(left[0].starts_with(".RECOVERYXLOG.pitr-tmp-"), "{left:?}");
+
+    // PostgreSQL asks again: it restores, and the stale file is gone.
+    let r = fetch(&env, SEG1, &dest, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(std::fs::read(&dest).unwrap() == std::fs::read(&seg).unwrap());
+    let left: Vec<String> = std::fs::read_dir(&pg_wal)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["RECOVERYXLOG".to_string()]);
+}
+
+#[test]
 fn parallel_prefetch_across_a_missing_segment_reports_the_gap() {
     let rgw = Rgw::from_env();
     let bucket = rgw.new_bucket("pf-gap");

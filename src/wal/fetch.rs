@@ -10,7 +10,7 @@ use super::identity;
 use super::locate;
 use super::WalFileName;
 use crate::error::{Error, Result};
-use crate::fsutil::{temp_beside, TempGuard};
+use crate::fsutil::{remove_stale_temps, temp_beside, TempGuard};
 use crate::repo::Repo;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,14 @@ pub async fn fetch(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Fetch
         .ok_or_else(|| Error::NotFound(format!("{name} is not in {}", repo.describe())))?;
     let key = obj.key().to_string();
 
+    // A fetch killed before its rename left its temporary file here.
+    let stale = remove_stale_temps(dest);
+    if stale > 0 {
+        tracing::info!(
+            "removed {stale} temporary file(s) an interrupted fetch of {} left",
+            dest.display()
+        );
+    }
     let guard = TempGuard::new(temp_beside(dest));
     let file = OpenOptions::new()
         .write(true)
@@ -49,6 +57,7 @@ pub async fn fetch(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Fetch
     file.sync_all()
         .map_err(|e| Error::io(format!("cannot fsync {}", guard.path().display()), e))?;
     drop(file);
+    crate::fault_point::reached("fetch-before-rename", &name.to_string());
     guard.persist(dest).map_err(|e| {
         Error::io(
             format!("cannot move {name} into place at {}", dest.display()),
