@@ -26,19 +26,7 @@ fn a_wal_push_killed_mid_batch_loses_nothing_and_stores_nothing_twice() {
     let mut env = rgw.pitr_env(&bucket, "main");
     env.push(("PITR_LOG_LEVEL".into(), "debug".into()));
 
-    let data = dir.join("primary");
-    common::pg::initdb_segsize(&data, 1);
-    let mut pg = Pg::existing(data);
-    pg.conf(
-        "archive_mode = on\narchive_command = ''\nwal_keep_size = '1GB'\nmax_wal_size = '1GB'\n",
-    );
-    pg.start(&env);
-    pg.sql("create table t (id int)");
-    let mut last = String::new();
-    for i in 0..SEGMENTS {
-        pg.sql(&format!("insert into t values ({i})"));
-        last = pg.switch_wal();
-    }
+    let (pg, last) = Pg::with_ready_backlog(dir.join("primary"), &env, SEGMENTS);
 
     // Archive with a push that freezes itself once an object is stored.
     let stops = dir.join("stops");

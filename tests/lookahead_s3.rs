@@ -22,21 +22,7 @@ fn a_burst_is_drained_with_every_segment_stored_once() {
     let mut env = rgw.pitr_env(&bucket, "main");
     env.push(("PITR_LOG_LEVEL".into(), "debug".into()));
 
-    // 1 MiB segments keep the burst small on disk.
-    let data = dir.join("primary");
-    common::pg::initdb_segsize(&data, 1);
-    let mut pg = Pg::existing(data);
-    // archive_mode on with no command: PostgreSQL keeps the .ready files.
-    pg.conf(
-        "archive_mode = on\narchive_command = ''\nwal_keep_size = '1GB'\nmax_wal_size = '1GB'\n",
-    );
-    pg.start(&env);
-    pg.sql("create table t (id int)");
-    let mut last = String::new();
-    for i in 0..SEGMENTS {
-        pg.sql(&format!("insert into t values ({i})"));
-        last = pg.switch_wal();
-    }
+    let (pg, last) = Pg::with_ready_backlog(dir.join("primary"), &env, SEGMENTS);
     let ready = std::fs::read_dir(pg.data.join("pg_wal/archive_status"))
         .unwrap()
         .filter(|e| {

@@ -466,25 +466,35 @@ fn every_archive_file_kind_round_trips() {
     assert!(r.stderr.contains("is not a WAL file name"), "{}", r.stderr);
 }
 
+/// Segments 1 to `n` of one cluster, archived: the first segment of a
+/// fresh cluster and renamed copies whose page headers say they are 2, 3,
+/// ... Returns their directory and the first segment's bytes.
+fn pushed_segments(
+    env: &[(String, String)],
+    dir: &TestDir,
+    n: u64,
+) -> (std::path::PathBuf, Vec<u8>) {
+    let seg = fresh_segment(dir, "a");
+    let bytes = std::fs::read(&seg).unwrap();
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for i in 1..=n {
+        let mut b = bytes.clone();
+        b[8..16].copy_from_slice(&(i * (16 << 20)).to_le_bytes());
+        let f = files.join(format!("0000000100000000000000{i:02X}"));
+        std::fs::write(&f, &b).unwrap();
+        assert_eq!(push(env, &f, &[]).code, 0);
+    }
+    (files, bytes)
+}
+
 #[test]
 fn wal_fetch_prefetches_the_next_segments() {
     let rgw = Rgw::from_env();
     let bucket = rgw.new_bucket("prefetch");
     let dir = TestDir::new("prefetch");
     let env = rgw.pitr_env(&bucket, "main");
-    // Segments 1 to 4 of one cluster: the first, and renamed copies whose
-    // page headers say they are 2, 3, 4.
-    let seg = fresh_segment(&dir, "a");
-    let bytes = std::fs::read(&seg).unwrap();
-    let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    for n in 1u64..=4 {
-        let mut b = bytes.clone();
-        b[8..16].copy_from_slice(&(n * (16 << 20)).to_le_bytes());
-        let f = files.join(format!("0000000100000000000000{n:02X}"));
-        std::fs::write(&f, &b).unwrap();
-        assert_eq!(push(&env, &f, &[]).code, 0);
-    }
+    let (files, bytes) = pushed_segments(&env, &dir, 4);
     let pg_wal = dir.join("pgdata/pg_wal");
     std::fs::create_dir_all(&pg_wal).unwrap();
     let dest = pg_wal.join("RECOVERYXLOG");
@@ -611,17 +621,7 @@ fn parallel_prefetch_across_a_missing_segment_reports_the_gap() {
     let dir = TestDir::new("pf-gap");
     let env = rgw.pitr_env(&bucket, "main");
     // Segments 1 to 10 of one cluster, then 4 lost from the archive.
-    let seg = fresh_segment(&dir, "a");
-    let bytes = std::fs::read(&seg).unwrap();
-    let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    for n in 1u64..=10 {
-        let mut b = bytes.clone();
-        b[8..16].copy_from_slice(&(n * (16 << 20)).to_le_bytes());
-        let f = files.join(format!("0000000100000000000000{n:02X}"));
-        std::fs::write(&f, &b).unwrap();
-        assert_eq!(push(&env, &f, &[]).code, 0);
-    }
+    let (files, _) = pushed_segments(&env, &dir, 10);
     let lost_key = seg_key("main", "000000010000000000000004");
     let lost = rgw.get(&bucket, &lost_key);
     rgw.delete(&bucket, &lost_key);

@@ -367,6 +367,29 @@ pub fn start_restored_with(bin: &Path, data: &Path, env: &[(String, String)], ex
 }
 
 impl Pg {
+    /// A started primary with 1 MiB segments (small on disk) and a backlog
+    /// of `segments` `.ready` files: archive_mode on with no command, so
+    /// PostgreSQL keeps them. Returns it and the newest segment's name.
+    pub fn with_ready_backlog(
+        data: PathBuf,
+        env: &[(String, String)],
+        segments: usize,
+    ) -> (Pg, String) {
+        initdb_segsize(&data, 1);
+        let mut pg = Pg::existing(data);
+        pg.conf(
+            "archive_mode = on\narchive_command = ''\nwal_keep_size = '1GB'\nmax_wal_size = '1GB'\n",
+        );
+        pg.start(env);
+        pg.sql("create table t (id int)");
+        let mut last = String::new();
+        for i in 0..segments {
+            pg.sql(&format!("insert into t values ({i})"));
+            last = pg.switch_wal();
+        }
+        (pg, last)
+    }
+
     /// A base backup that carries the WAL it needs to become consistent
     /// (pg_basebackup's default), so a copy can start without any archive.
     pub fn basebackup_with_wal(&self, dest: &Path) {
