@@ -16,12 +16,7 @@ use common::{chown_postgres, pitr, pitr_bin, run, run_ok, running_as_root, Run, 
 /// A primary archiving into `bucket`, with a tablespace `ts1` holding a
 /// table, and pgbench data in the default tablespace.
 fn primary(dir: &TestDir, env: &[(String, String)]) -> Pg {
-    let mut pg = Pg::init(dir.join("primary"));
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-push %p'\n",
-        pitr_bin().display()
-    ));
-    pg.start(env);
+    let pg = Pg::archiving(dir.join("primary"), env);
     let ts = dir.join("ts1");
     std::fs::create_dir_all(&ts).unwrap();
     if running_as_root() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::pg::Pg;
 use common::s3::Rgw;
-use common::{pitr, pitr_bin, run, Run, TestDir};
+use common::{pitr, run, Run, TestDir};
 
 const PROBLEMS: i32 = 5;
 
@@ -49,12 +49,7 @@ fn check_passes_as_the_pitr_role_and_names_each_failure() {
     let dir = TestDir::new("check");
     let env = rgw.pitr_env(&bucket, "main");
 
-    let mut pg = Pg::init(dir.join("primary"));
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-push %p'\n",
-        pitr_bin().display()
-    ));
-    pg.start(&env);
+    let pg = Pg::archiving(dir.join("primary"), &env);
     let role_sql =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/pitr_role.sql")).unwrap();
     pg.sql(&role_sql);
@@ -170,12 +165,7 @@ fn check_passes_as_the_pitr_role_and_names_each_failure() {
     assert!(line(&bad, "store").starts_with("OK"), "{}", bad.stdout);
 
     // A server of another cluster against this repository.
-    let mut other = Pg::init(dir.join("other"));
-    other.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-push %p'\n",
-        pitr_bin().display()
-    ));
-    other.start(&with(&env, "PITR_SERVER_NAME", "other"));
+    let other = Pg::archiving(dir.join("other"), &with(&env, "PITR_SERVER_NAME", "other"));
     let bad = check(&env, Some(&other.conninfo()));
     assert_eq!(bad.code, PROBLEMS, "{bad:?}");
     let l = line(&bad, "system identifier");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::pg::Pg;
 use common::s3::Rgw;
-use common::{fresh_segment, pitr, pitr_bin, run, run_ok, TestDir};
+use common::{fresh_segment, pitr, run, run_ok, TestDir};
 
 const SEG1: &str = "000000010000000000000001";
 const HASH_DIR: &str = "0000000100000000";
@@ -243,12 +243,7 @@ fn base_backups_in_other_compressions_cross_over_with_barman() {
         &rgw.pitr_env(&bucket, "main"),
         &[("PITR_COMPRESSION", "zstd")],
     );
-    let mut pg = Pg::init(dir.join("primary"));
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-push %p'\n",
-        pitr_bin().display()
-    ));
-    pg.start(&env);
+    let mut pg = Pg::archiving(dir.join("primary"), &env);
     pg.pgbench(&["-i", "-s", "3", "-q"]);
 
     let backup = |compression: &str, level: Option<&str>| {

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::pg::Pg;
 use common::s3::Rgw;
-use common::{fresh_segment, pitr, pitr_bin, run, running_as_root, TestDir};
+use common::{fresh_segment, pitr, run, running_as_root, TestDir};
 
 /// A tmpfs of `mib` MiB at `dir`, unmounted on drop.
 struct SmallFs(PathBuf);
@@ -99,12 +99,7 @@ fn a_full_disk_is_a_failure_never_not_found_and_leaves_nothing() {
     // restore into a PGDATA on a full file system (another server name:
     // this cluster is not the one segment 1 came from).
     let env = rgw.pitr_env(&bucket, "db");
-    let mut pg = Pg::init(dir.join("primary"));
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-push %p'\n",
-        pitr_bin().display()
-    ));
-    pg.start(&env);
+    let mut pg = Pg::archiving(dir.join("primary"), &env);
     let b = run(pitr()
         .envs(env.iter().cloned())
         .args(["backup", "-d", &pg.conninfo()]));

@@ -34,12 +34,7 @@ fn a_drill_restores_checks_reports_and_records() {
     let bucket = rgw.new_bucket("drill");
     let dir = TestDir::new("drill");
     let env = rgw.pitr_env(&bucket, "main");
-    let mut pg = Pg::init(dir.join("primary"));
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-push %p'\n",
-        pitr_bin().display()
-    ));
-    pg.start(&env);
+    let pg = Pg::archiving(dir.join("primary"), &env);
     pg.sql("create table t (id int primary key)");
     pg.sql("insert into t select generate_series(1, 100)");
     let b = run(common::pitr()

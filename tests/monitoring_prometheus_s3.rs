@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::Pg;
 use common::s3::Rgw;
-use common::{pitr, pitr_bin, run, TestDir};
+use common::{pitr, run, TestDir};
 use serde_json::Value;
 
 /// A child process killed when the test ends, however it ends.
@@ -129,12 +129,7 @@ fn prometheus_scrapes_pitr_metrics_and_every_dashboard_and_rule_expression_has_d
 
     // A primary archiving into RGW, and a base backup.
     let data = dir.join("data");
-    let mut pg = Pg::init(data.clone());
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-push %p'\n",
-        pitr_bin().display()
-    ));
-    pg.start(&env);
+    let mut pg = Pg::archiving(data.clone(), &env);
     pg.sql("create table t (id int primary key); insert into t select generate_series(1, 1000)");
     let seg = pg.switch_wal();
     pg.wait_archived(&seg, Duration::from_secs(60));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::pg::{start_restored, Pg};
 use common::s3::Rgw;
-use common::{pitr, pitr_bin, run, Run, TestDir};
+use common::{pitr, run, Run, TestDir};
 
 fn pitr_run(env: &[(String, String)], args: &[&str]) -> Run {
     run(pitr().envs(env.iter().cloned()).args(args))
@@ -20,12 +20,7 @@ fn pitr_run(env: &[(String, String)], args: &[&str]) -> Run {
 
 /// A primary archiving into the repository `env` points at.
 fn primary(dir: &TestDir, env: &[(String, String)]) -> Pg {
-    let mut pg = Pg::init(dir.join("primary"));
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-push %p'\n",
-        pitr_bin().display()
-    ));
-    pg.start(env);
+    let pg = Pg::archiving(dir.join("primary"), env);
     pg
 }
 

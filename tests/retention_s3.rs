@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use common::pg::Pg;
 use common::s3::Rgw;
-use common::{pitr, pitr_bin, run, Run, TestDir};
+use common::{pitr, run, Run, TestDir};
 
 fn pitr_cmd(env: &[(String, String)], args: &[&str]) -> Run {
     run(pitr().envs(env.iter().cloned()).args(args))
@@ -116,12 +116,7 @@ fn expire_deletes_what_barman_would_and_keeps_what_restores_need() {
     let dir = TestDir::new("expire");
     let server = "main";
     let env = rgw.pitr_env(&bucket, server);
-    let mut pg = Pg::init(dir.join("primary"));
-    pg.conf(&format!(
-        "archive_mode = on\narchive_command = '{} wal-push %p'\n",
-        pitr_bin().display()
-    ));
-    pg.start(&env);
+    let mut pg = Pg::archiving(dir.join("primary"), &env);
     pg.sql("create table t (id int primary key, v text)");
 
     // Five real backups, WAL between them.

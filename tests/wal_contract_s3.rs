@@ -466,6 +466,20 @@ fn every_archive_file_kind_round_trips() {
     assert!(r.stderr.contains("is not a WAL file name"), "{}", r.stderr);
 }
 
+/// Waits until the prefetcher has spooled segments 2 and 3.
+fn wait_spooled_2_and_3(spool: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(spool.join("000000010000000000000002").exists()
+        && spool.join("000000010000000000000003").exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prefetcher did not spool 2 and 3"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Segments 1 to `n` of one cluster, archived: the first segment of a
 /// fresh cluster and renamed copies whose page headers say they are 2, 3,
 /// ... Returns their directory and the first segment's bytes.
@@ -508,16 +522,7 @@ fn wal_fetch_prefetches_the_next_segments() {
     let r = fetch_pf("000000010000000000000001");
     assert_eq!(r.code, 0, "{r:?}");
     let spool = pg_wal.join(".pitr-prefetch");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !(spool.join("000000010000000000000002").exists()
-        && spool.join("000000010000000000000003").exists())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the prefetcher did not spool 2 and 3"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_spooled_2_and_3(&spool);
     let r = fetch_pf("000000010000000000000002");
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
@@ -638,16 +643,7 @@ fn parallel_prefetch_across_a_missing_segment_reports_the_gap() {
     let r = fetch_pf("000000010000000000000001");
     assert_eq!(r.code, 0, "{r:?}");
     let spool = pg_wal.join(".pitr-prefetch");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !(spool.join("000000010000000000000002").exists()
-        && spool.join("000000010000000000000003").exists())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the prefetcher did not spool 2 and 3"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_spooled_2_and_3(&spool);
     for name in ["000000010000000000000002", "000000010000000000000003"] {
         let r = fetch_pf(name);
         assert_eq!(r.code, 0, "{r:?}");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{as_postgres, run_ok};
+use super::{as_postgres, pitr_bin, run_ok};
 
 pub fn bin_dir() -> PathBuf {
     std::env::var_os("PITR_TEST_PG_BIN")
@@ -367,6 +367,18 @@ pub fn start_restored_with(bin: &Path, data: &Path, env: &[(String, String)], ex
 }
 
 impl Pg {
+    /// A started primary whose archive_command is `pitr wal-push %p`, into
+    /// the repository `env` configures.
+    pub fn archiving(data: PathBuf, env: &[(String, String)]) -> Pg {
+        let mut pg = Pg::init(data);
+        pg.conf(&format!(
+            "archive_mode = on\narchive_command = '{} wal-push %p'\n",
+            pitr_bin().display()
+        ));
+        pg.start(env);
+        pg
+    }
+
     /// A started primary with 1 MiB segments (small on disk) and a backlog
     /// of `segments` `.ready` files: archive_mode on with no command, so
     /// PostgreSQL keeps them. Returns it and the newest segment's name.
