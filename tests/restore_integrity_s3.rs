@@ -20,8 +20,7 @@ fn pitr_run(env: &[(String, String)], args: &[&str]) -> Run {
 
 /// A primary archiving into the repository `env` points at.
 fn primary(dir: &TestDir, env: &[(String, String)]) -> Pg {
-    let pg = Pg::archiving(dir.join("primary"), env);
-    pg
+    Pg::archiving(dir.join("primary"), env)
 }
 
 /// `pitr restore --pgdata <dir>/<name>`: the run and the directory.
