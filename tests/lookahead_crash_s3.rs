@@ -10,10 +10,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::pg::Pg;
 use common::s3::Rgw;
+use common::stop_point::StopPoints;
 use common::{pitr, pitr_bin, run, TestDir};
 
 const SEGMENTS: usize = 24;
@@ -29,36 +30,16 @@ fn a_wal_push_killed_mid_batch_loses_nothing_and_stores_nothing_twice() {
     let (pg, last) = Pg::with_ready_backlog(dir.join("primary"), &env, SEGMENTS);
 
     // Archive with a push that freezes itself once an object is stored.
-    let stops = dir.join("stops");
-    std::fs::create_dir_all(&stops).unwrap();
-    common::chown_postgres(&stops);
+    let stops = StopPoints::new(dir.join("stops"));
     pg.sql(&format!(
-        "alter system set archive_command = 'PITR_TEST_STOP_AT=push-stored-before-marker \
-         PITR_TEST_STOP_DIR={} {} wal-push %p'",
-        stops.display(),
+        "alter system set archive_command = '{} {} wal-push %p'",
+        stops.shell_prefix("push-stored-before-marker"),
         pitr_bin().display()
     ));
     pg.sql("select pg_reload_conf()");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stop_file = loop {
-        let found = std::fs::read_dir(&stops)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().and_then(|e| e.to_str()) != Some("tmp"));
-        if let Some(f) = found {
-            break f;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no wal-push reached the stop point"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let pid = stop_file.extension().unwrap().to_str().unwrap().to_string();
-    let frozen_segment = std::fs::read_to_string(&stop_file).unwrap();
-    let r = run(std::process::Command::new("kill").args(["-9", &pid]));
-    assert_eq!(r.code, 0, "kill: {r:?}");
+    let frozen = stops.wait("push-stored-before-marker", Duration::from_secs(60));
+    let frozen_segment = frozen.detail.clone();
+    frozen.kill();
 
     // The archiver retries with a normal push.
     pg.sql(&format!(

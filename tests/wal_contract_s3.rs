@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::s3::Rgw;
+use common::stop_point::StopPoints;
 use common::{fresh_segment, pitr, run, Run, TestDir};
 
 const SEG1: &str = "000000010000000000000001";
@@ -566,35 +567,27 @@ fn a_fetch_killed_before_its_rename_leaves_no_segment_and_the_next_cleans_up() {
     let seg = fresh_segment(&dir, "a");
     assert_eq!(push(&env, &seg, &[]).code, 0);
     let pg_wal = dir.join("pg_wal");
-    let stops = dir.join("stops");
+    let stops = StopPoints::new(dir.join("stops"));
     std::fs::create_dir_all(&pg_wal).unwrap();
-    std::fs::create_dir_all(&stops).unwrap();
     let dest = pg_wal.join("RECOVERYXLOG");
 
     // Frozen after the segment is written, verified and fsynced, before
     // the rename that makes it visible; then killed.
     let mut child = pitr()
         .envs(env.iter().cloned())
-        .env("PITR_TEST_STOP_AT", "fetch-before-rename")
-        .env("PITR_TEST_STOP_DIR", &stops)
+        .envs(stops.env("fetch-before-rename"))
         .args(["wal-fetch", "--prefetch", "0", SEG1])
         .arg(&dest)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_dir(&stops)
-        .unwrap()
-        .flatten()
-        .any(|e| e.path().extension().and_then(|x| x.to_str()) != Some("tmp"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "wal-fetch never reached the stop point"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().unwrap();
+    stops
+        .wait_child(
+            "fetch-before-rename",
+            &mut child,
+            std::time::Duration::from_secs(60),
+        )
+        .kill();
     child.wait().unwrap();
     assert!(!dest.exists(), "PostgreSQL never sees the segment");
     let left: Vec<String> = std::fs::read_dir(&pg_wal)

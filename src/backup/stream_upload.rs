@@ -48,6 +48,7 @@ pub(super) async fn store_stream(
         key,
     );
     let pump = async move {
+        let mut streaming = false;
         let failure = loop {
             let event = match stream.next().await {
                 Ok(event) => event,
@@ -67,6 +68,10 @@ pub(super) async fn store_stream(
                             // The upload failed: its own error says why.
                             return Err(None);
                         }
+                    }
+                    if !streaming {
+                        streaming = true;
+                        crate::fault_point::reached("backup-streaming", key);
                     }
                 }
                 Some(BackupEvent::Progress(done)) => progress.advance(done),

@@ -121,6 +121,7 @@ async fn take_backup(
     match result {
         Ok(details) => {
             info.status = BackupStatus::Done;
+            crate::fault_point::reached("backup-writing-done-info", info.backup_id.as_str());
             catalog::write_info(repo, &info, false).await?;
             Ok(CatalogEntry {
                 info,
@@ -337,6 +338,7 @@ async fn finish(
     system_identifier: u64,
 ) -> Result<BackupDetails> {
     progress.phase("waiting for the backup's WAL to be archived");
+    crate::fault_point::reached("backup-waiting-for-wal", info.backup_id.as_str());
     let missing = || Error::Postgres("the server reported no WAL position for the backup".into());
     let begin = info.begin_wal.ok_or_else(missing)?;
     let end = info.end_wal.ok_or_else(missing)?;

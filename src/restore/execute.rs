@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::extract::{ExtractSink, Extractor};
+use super::incomplete;
 use super::plan::Plan;
 use super::target::{Target, TimelineTarget};
 use crate::backup::catalog::StoredObject;
@@ -110,8 +111,10 @@ fn empty_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Checks a target directory before anything is written.
-fn check_target(dir: &Path, force: bool, what: &str) -> Result<()> {
+/// Checks a target directory before anything is written: whether it must
+/// be emptied first (`--force` on PGDATA, or what an interrupted pitr
+/// restore left, see `incomplete`).
+fn check_target(dir: &Path, force: bool, what: &str, is_pgdata: bool) -> Result<bool> {
     if dir.join("postmaster.pid").exists() {
         return Err(Error::Config(format!(
             "{what} {} has a postmaster.pid: a server may be running there; stop it first",
@@ -120,14 +123,25 @@ fn check_target(dir: &Path, force: bool, what: &str) -> Result<()> {
     }
     let empty =
         is_empty_dir(dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
-    if !empty && !force {
+    if empty {
+        return Ok(false);
+    }
+    if incomplete::interrupted(dir, is_pgdata) {
+        warn!(
+            "{what} {} holds what an interrupted pitr restore left ({}): replacing it",
+            dir.display(),
+            incomplete::MARKER
+        );
+        return Ok(true);
+    }
+    if !force {
         return Err(Error::Config(format!(
             "{what} {} is not empty: restore into an empty or new directory, or pass --force \
              to replace its content",
             dir.display()
         )));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Which tar goes where: PGDATA's (`data.tar*`, and Barman's `data_0001.tar*`
@@ -229,11 +243,18 @@ async fn extract_one(
     repo: &Repo,
     job: &Job,
     ranged_jobs: usize,
+    into_pgdata: bool,
     bytes: Arc<AtomicU64>,
 ) -> Result<Extracted> {
     let vanished = || Error::NotFound(format!("{} vanished from the store", job.key));
+    let mut extractor = Extractor::new(&job.dest, &job.key, bytes);
+    if into_pgdata {
+        // PostgreSQL refuses a PGDATA without PG_VERSION: until the restore
+        // is complete, nobody can start a server on what is there.
+        extractor = extractor.writing_as("PG_VERSION", incomplete::HELD_BACK);
+    }
     let sink = ExtractSink {
-        walker: TarWalker::new(&job.key, Extractor::new(&job.dest, &job.key, bytes)),
+        walker: TarWalker::new(&job.key, extractor),
     };
     let (report, mut sink) = if ranged::worth_it(job.size, ranged_jobs, ranged::RANGE_SIZE) {
         // The HEAD gives the metadata (checksum, size) a GET would carry.
@@ -363,18 +384,27 @@ pub async fn execute(
                 .join(", ")
         )));
     }
-    check_target(&req.pgdata, req.force, "PGDATA")?;
+    let mut replace = Vec::new();
+    if check_target(&req.pgdata, req.force, "PGDATA", true)? {
+        replace.push(req.pgdata.clone());
+    }
     // --force never empties a tablespace directory: without --tablespace-map
     // it is the original location, which may belong to a live server.
     for (oid, dir) in &tablespaces {
-        check_target(dir, false, &format!("the directory of tablespace {oid}")).map_err(|e| {
+        let what = format!("the directory of tablespace {oid}");
+        let emptied = check_target(dir, false, &what, false).map_err(|e| {
             Error::Config(format!(
                 "{e}; --tablespace-map {oid}=/new/dir puts it elsewhere"
             ))
         })?;
+        if emptied {
+            replace.push(dir.clone());
+        }
     }
     if let Some(wal_dir) = &req.wal_dir {
-        check_target(wal_dir, false, "the WAL directory (--waldir)")?;
+        if check_target(wal_dir, false, "the WAL directory (--waldir)", false)? {
+            replace.push(wal_dir.clone());
+        }
         if !wal_dir.is_absolute() {
             return Err(Error::Config(format!(
                 "the WAL directory {} (--waldir) must be an absolute path",
@@ -388,7 +418,7 @@ pub async fn execute(
         .chain(tablespaces.values().cloned())
         .chain(req.wal_dir.clone())
         .collect();
-    let result = restore_into(repo, plan, req, &jobs, &tablespaces, progress).await;
+    let result = restore_into(repo, plan, req, &jobs, &tablespaces, &replace, progress).await;
     if result.is_err() {
         // Leave nothing half-restored behind.
         for d in &dirs {
@@ -404,12 +434,13 @@ async fn restore_into(
     req: &ExecuteRequest,
     jobs: &[Job],
     tablespaces: &BTreeMap<u32, PathBuf>,
+    replace: &[PathBuf],
     progress: &dyn Progress,
 ) -> Result<ExecuteReport> {
     let pgdata = &req.pgdata;
-    if req.force {
-        empty_dir(pgdata)
-            .map_err(|e| Error::io(format!("cannot empty {}", pgdata.display()), e))?;
+    let backup_id = plan.backup.info.backup_id.to_string();
+    for d in replace {
+        empty_dir(d).map_err(|e| Error::io(format!("cannot empty {}", d.display()), e))?;
     }
     // Directories to fsync at the end: those made or written into, and the
     // parents of the target directories this restore creates.
@@ -425,6 +456,7 @@ async fn restore_into(
         dirs.insert(d.to_path_buf());
         fs::set_permissions(d, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format!("cannot chmod {}", d.display()), e))?;
+        incomplete::mark(d, &backup_id, pgdata)?;
     }
     if let Some(d) = &plan.backup.details {
         progress.total(
@@ -438,7 +470,7 @@ async fn restore_into(
     let bytes = Arc::new(AtomicU64::new(0));
     let downloads = try_join_all(
         jobs.iter()
-            .map(|j| extract_one(repo, j, req.jobs, bytes.clone())),
+            .map(|j| extract_one(repo, j, req.jobs, j.dest == *pgdata, bytes.clone())),
     );
     let ticker = async {
         loop {
@@ -467,7 +499,7 @@ async fn restore_into(
         symlink(dir, &link).map_err(|e| Error::io(format!("cannot link {}", link.display()), e))?;
     }
     let pg_wal = match &req.wal_dir {
-        Some(wal_dir) => move_wal_dir(pgdata, wal_dir)?,
+        Some(wal_dir) => move_wal_dir(pgdata, wal_dir, &backup_id)?,
         None => pgdata.join("pg_wal"),
     };
     let status = pg_wal.join("archive_status");
@@ -477,6 +509,10 @@ async fn restore_into(
     for stale in ["postmaster.pid", "standby.signal", "tablespace_map"] {
         let _ = fs::remove_file(pgdata.join(stale));
     }
+    crate::fault_point::reached(
+        "restore-writing-recovery-settings",
+        &pgdata.display().to_string(),
+    );
     write_synced(&pgdata.join("recovery.signal"), b"")?;
     let settings_file = pgdata.join("postgresql.auto.conf");
     if let Some(restore_command) = &req.restore_command {
@@ -488,6 +524,12 @@ async fn restore_into(
         write_synced(&settings_file, conf.as_bytes())?;
     }
     sync_dirs(dirs).await?;
+    let others: Vec<PathBuf> = tablespaces
+        .values()
+        .cloned()
+        .chain(req.wal_dir.clone())
+        .collect();
+    incomplete::complete(pgdata, &others)?;
     Ok(ExecuteReport {
         files,
         bytes: bytes.load(Ordering::Relaxed),
@@ -498,11 +540,12 @@ async fn restore_into(
 
 /// Moves what the backup put in `PGDATA/pg_wal` into `wal_dir` and leaves a
 /// symbolic link in its place. Returns the directory that now holds the WAL.
-fn move_wal_dir(pgdata: &Path, wal_dir: &Path) -> Result<PathBuf> {
+fn move_wal_dir(pgdata: &Path, wal_dir: &Path, backup_id: &str) -> Result<PathBuf> {
     let io = |what: &str, p: &Path, e| Error::io(format!("cannot {what} {}", p.display()), e);
     fs::create_dir_all(wal_dir).map_err(|e| io("create", wal_dir, e))?;
     fs::set_permissions(wal_dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| io("chmod", wal_dir, e))?;
+    incomplete::mark(wal_dir, backup_id, pgdata)?;
     let inside = pgdata.join("pg_wal");
     if let Ok(entries) = fs::read_dir(&inside) {
         for entry in entries {

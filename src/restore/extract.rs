@@ -65,6 +65,8 @@ pub struct Extractor {
     /// Every directory created or written into (the root included), to
     /// fsync once the restore is complete.
     pub dirs: BTreeSet<PathBuf>,
+    /// A member written under another name (`writing_as`).
+    renamed: Option<(PathBuf, PathBuf)>,
 }
 
 impl Extractor {
@@ -77,7 +79,14 @@ impl Extractor {
             files: 0,
             bytes,
             dirs: BTreeSet::new(),
+            renamed: None,
         }
+    }
+
+    /// Writes the member named `name` (relative to the root) as `as_name`.
+    pub fn writing_as(mut self, name: &str, as_name: &str) -> Self {
+        self.renamed = Some((PathBuf::from(name), PathBuf::from(as_name)));
+        self
     }
 
     /// Notes `dir` and its ancestors up to the root as written into.
@@ -134,6 +143,10 @@ impl Extractor {
                 ))),
             };
         }
+        let rel = match &self.renamed {
+            Some((from, to)) if *from == rel => to.clone(),
+            _ => rel,
+        };
         let path = self.root.join(&rel);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| self.io("create", parent, e))?;
@@ -177,6 +190,9 @@ impl Extractor {
                     .open(&path)
                     .map_err(|e| self.io("create", &path, e))?;
                 self.files += 1;
+                if self.files == 20 {
+                    crate::fault_point::reached("restore-extracting", &self.archive);
+                }
                 self.file = Some((file, path));
             }
             other => {
@@ -281,6 +297,33 @@ mod tests {
             .collect();
         let dirs: BTreeSet<PathBuf> = dirs.iter().map(|d| d.components().collect()).collect();
         assert_eq!(dirs, expected);
+    }
+
+    #[test]
+    fn a_member_can_be_written_under_another_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = member("PG_VERSION", b"15\n");
+        tar.extend(member("base/PG_VERSION", b"15\n"));
+        tar.extend(end_marker());
+        let mut sink = ExtractSink {
+            walker: TarWalker::new(
+                "test.tar",
+                Extractor::new(dir.path(), "test.tar", Arc::new(AtomicU64::new(0)))
+                    .writing_as("PG_VERSION", "PG_VERSION.held"),
+            ),
+        };
+        sink.write_all(&tar).unwrap();
+        sink.walker.finish().unwrap();
+        assert!(!dir.path().join("PG_VERSION").exists());
+        assert_eq!(
+            fs::read(dir.path().join("PG_VERSION.held")).unwrap(),
+            b"15\n"
+        );
+        // Only that member: a database's PG_VERSION keeps its name.
+        assert_eq!(
+            fs::read(dir.path().join("base/PG_VERSION")).unwrap(),
+            b"15\n"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod archive_index;
 mod chain;
 pub mod execute;
 pub mod extract;
+pub mod incomplete;
 pub mod plan;
 mod stop_point;
 pub mod target;

@@ -249,6 +249,7 @@ pub async fn expire(repo: &Repo, req: &ExpireRequest) -> Result<ExpireReport> {
             .map(|id| repo.layout.backup_info_key(id))
             .collect();
         repo.store.delete_many(&infos).await?;
+        crate::fault_point::reached("expire-backup-infos-deleted", &infos.join(" "));
         // 2. Their other objects, and the leftovers'.
         let mut rest: Vec<String> = going
             .iter()
@@ -265,6 +266,7 @@ pub async fn expire(repo: &Repo, req: &ExpireRequest) -> Result<ExpireReport> {
         }
         // 3. WAL no remaining backup needs, oldest first; histories last.
         let keys: Vec<String> = wal_plan.delete.iter().map(|w| w.key.clone()).collect();
+        crate::fault_point::reached("expire-deleting-wal", &keys.len().to_string());
         repo.store.delete_many(&keys).await?;
     }
 

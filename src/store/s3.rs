@@ -628,6 +628,9 @@ impl S3Writer {
         while up.in_flight.len() >= PARTS_IN_FLIGHT {
             let done = up.in_flight.next().await.expect("not empty")?;
             up.parts.push(done);
+            if up.parts.len() == 1 {
+                crate::fault_point::reached("multipart-part-stored", &self.key);
+            }
         }
         let number = up.next_number;
         up.next_number += 1;

@@ -129,15 +129,19 @@ pub async fn push_remembering(
         size_hint: Some(len as usize + len as usize / 64 + 4096),
         ..Default::default()
     };
+    crate::fault_point::reached("push-before-upload", &key);
     let report =
         transfer::upload(repo.store.as_ref(), &key, &repo.codec, file, opts, &what).await?;
     match report.outcome {
-        PutOutcome::Stored => Ok(PushOutcome::Stored {
-            key,
-            plain_size: report.plain_size,
-            stored_size: report.stored_size,
-            sha256: report.sha256,
-        }),
+        PutOutcome::Stored => {
+            crate::fault_point::reached("push-stored", &key);
+            Ok(PushOutcome::Stored {
+                key,
+                plain_size: report.plain_size,
+                stored_size: report.stored_size,
+                sha256: report.sha256,
+            })
+        }
         PutOutcome::AlreadyExists => {
             // Another push won a race for this name: compare with it.
             let existing = repo.store.head(&key).await?.ok_or_else(|| {

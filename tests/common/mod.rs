@@ -7,6 +7,7 @@
 
 pub mod pg;
 pub mod s3;
+pub mod stop_point;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
