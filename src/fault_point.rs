@@ -33,7 +33,9 @@ fn stop_if_asked(name: &str, detail: &str) {
     }
     let pid = std::process::id();
     let path = std::path::Path::new(&dir).join(format!("{name}.{pid}"));
-    let temp = path.with_extension("tmp");
+    // A temporary name of this process's own: processes stopping at the
+    // same point at once must not take each other's file.
+    let temp = std::path::Path::new(&dir).join(format!(".{name}.{pid}.tmp"));
     if std::fs::write(&temp, detail).is_ok() && std::fs::rename(&temp, &path).is_ok() {
         // SAFETY: raise() only sends a signal to this process.
         unsafe {
