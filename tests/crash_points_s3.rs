@@ -197,6 +197,95 @@ fn a_restore_killed_midway_cannot_be_started_and_a_rerun_replaces_it() {
     assert!(r.stderr.contains("--force"), "{}", r.stderr);
 }
 
+#[test]
+fn a_wal_fetch_killed_during_recovery_never_feeds_postgresql_half_a_segment() {
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("crash-ft");
+    let dir = TestDir::new("crash-ft");
+    let env = rgw.pitr_env(&bucket, "main");
+    let mut primary = Pg::archiving(dir.join("primary"), &env);
+    primary.pgbench(&["-i", "-s", "1", "-q"]);
+    let r = pitr_cmd(
+        &env,
+        &["backup", "-d", &primary.conninfo(), "--wal-timeout", "60"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    for _ in 0..3 {
+        primary.pgbench(&["-n", "-t", "200"]);
+        primary.switch_wal();
+    }
+    let want = state(&primary);
+    let last = primary.switch_wal();
+    primary.wait_archived(&last, WAIT);
+    primary.stop();
+    let stops = StopPoints::new(dir.join("stops"));
+
+    for point in ["fetch-before-rename", "fetch-after-rename"] {
+        let data = dir.join(format!("restored-{point}"));
+        let r = pitr_cmd(&env, &["restore", "--pgdata", data.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+        let command = auto
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("restore_command = '"))
+            .and_then(|l| l.strip_suffix('\''))
+            .expect("pitr restore wrote a restore_command")
+            .to_string();
+        // No prefetcher: the fetch PostgreSQL called is the one frozen.
+        let frozen_command = format!(
+            "{} {}",
+            stops.shell_prefix(point),
+            command.replacen(" wal-fetch ", " wal-fetch --prefetch 0 ", 1)
+        );
+        if common::running_as_root() {
+            common::chown_postgres(&data);
+        }
+        let mut pg = Pg::existing(data.clone());
+        pg.conf("archive_mode = off\n");
+        // postgresql.auto.conf is read last: the setting goes there.
+        let set_command = |c: &str| {
+            let auto = data.join("postgresql.auto.conf");
+            let text = std::fs::read_to_string(&auto).unwrap();
+            std::fs::write(&auto, format!("{text}restore_command = '{c}'\n")).unwrap();
+        };
+        set_command(&frozen_command);
+        pg.start_nowait(&env);
+        let frozen = stops.wait(point, WAIT);
+        let segment = frozen.detail.clone();
+        frozen.kill();
+        // PostgreSQL ends recovery on a restore_command killed by a signal:
+        // it stops, it does not promote.
+        let deadline = std::time::Instant::now() + WAIT;
+        while pg.is_running() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running:\n{}",
+                pg.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = pg.log_since_start();
+        // (Through the shell of the command line, the kill is exit code 137.)
+        assert!(
+            log.contains(&format!("could not restore file \"{segment}\""))
+                && (log.contains("signal 9") || log.contains("exit code 137")),
+            "killed at {point} ({segment}):\n{log}"
+        );
+        assert!(
+            !log.contains("database system is ready to accept connections"),
+            "{log}"
+        );
+
+        // Started again with the normal command, it replays to the end.
+        set_command(&command);
+        pg.start_nowait(&env);
+        pg.wait_promoted(Duration::from_secs(180));
+        assert_eq!(state(&pg), want, "recovered after a kill at {point}");
+        pg.stop();
+    }
+}
+
 /// PostgreSQL itself (not only pg_ctl) refuses `data`, saying `why`.
 fn refuses_to_start(data: &Path, why: &str) {
     if common::running_as_root() {

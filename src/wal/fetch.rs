@@ -64,6 +64,7 @@ pub async fn fetch(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Fetch
             e,
         )
     })?;
+    crate::fault_point::reached("fetch-after-rename", &name.to_string());
     Ok(FetchOutcome {
         key,
         size: report.size,
