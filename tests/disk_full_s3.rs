@@ -122,3 +122,88 @@ fn a_full_disk_is_a_failure_never_not_found_and_leaves_nothing() {
     );
     pg.stop();
 }
+
+#[test]
+fn a_read_only_file_system_or_an_unreadable_segment_fails_clearly_and_stores_nothing() {
+    assert!(
+        running_as_root(),
+        "run the tests as root (tests/run.sh under .ci/run)"
+    );
+    let rgw = Rgw::from_env();
+    let bucket = rgw.new_bucket("readonly");
+    let dir = TestDir::new("readonly");
+    let env = rgw.pitr_env(&bucket, "main");
+    let Some(fs) = SmallFs::mount(dir.join("ro"), 64) else {
+        return;
+    };
+    let seg = fresh_segment(&dir, "a");
+
+    // wal-push of a segment its user cannot read: non-zero, nothing stored.
+    let unreadable = dir.join("unreadable");
+    std::fs::create_dir_all(&unreadable).unwrap();
+    let hidden = unreadable.join("000000010000000000000001");
+    std::fs::copy(&seg, &hidden).unwrap();
+    common::chown_postgres(&unreadable);
+    std::fs::set_permissions(
+        &hidden,
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    let r = run(common::as_postgres(common::pitr_bin())
+        .env_remove("PITR_REPO")
+        .envs(env.iter().cloned())
+        .arg("wal-push")
+        .arg(&hidden));
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("cannot open") && r.stderr.contains("ermission denied"),
+        "names the file and the cause: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains(&hidden.display().to_string()), "{}", r.stderr);
+    assert_eq!(rgw.keys(&bucket, "pg/main/wals/"), Vec::<String>::new());
+
+    // wal-fetch and restore onto a read-only file system.
+    let r = run(pitr().envs(env.iter().cloned()).arg("wal-push").arg(&seg));
+    assert_eq!(r.code, 0, "{r:?}");
+    let pg_wal = fs.0.join("pg_wal");
+    let pgdata = fs.0.join("pgdata");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    std::fs::create_dir_all(&pgdata).unwrap();
+    let r = run(Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&fs.0));
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(pitr()
+        .envs(env.iter().cloned())
+        .args(["wal-fetch", "--retries", "1", "--prefetch", "0"])
+        .arg("000000010000000000000001")
+        .arg(pg_wal.join("RECOVERYXLOG")));
+    assert_eq!(r.code, 255, "a read-only pg_wal must stop recovery: {r:?}");
+    assert!(
+        r.stderr.to_lowercase().contains("read-only file system"),
+        "says why: {}",
+        r.stderr
+    );
+    assert_eq!(entries(&pg_wal), Vec::<String>::new());
+
+    let env = rgw.pitr_env(&bucket, "db");
+    let mut pg = Pg::archiving(dir.join("primary"), &env);
+    let b = run(pitr()
+        .envs(env.iter().cloned())
+        .args(["backup", "-d", &pg.conninfo()]));
+    assert_eq!(b.code, 0, "{b:?}");
+    let r = run(pitr()
+        .envs(env.iter().cloned())
+        .args(["restore", "--pgdata"])
+        .arg(&pgdata));
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.to_lowercase().contains("read-only file system")
+            && r.stderr.contains(&pgdata.display().to_string()),
+        "names the directory and the cause: {}",
+        r.stderr
+    );
+    assert_eq!(entries(&pgdata), Vec::<String>::new());
+    pg.stop();
+}
