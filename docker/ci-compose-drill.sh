@@ -126,14 +126,17 @@ compose() {
         -f "$REPO_ROOT/docker/compose.ci.yaml" "$@"
 }
 
+# shellcheck disable=SC2317 # called from the trap
 cleanup() {
     local rc=$?
     set +e
     if [[ -n "$DOCKERD_PID" ]]; then
         if [[ -n "${COMPOSE_CMD:-}" ]]; then
+            say "compose down"
             compose down -v --remove-orphans -t 10 >"$TMP/down.log" 2>&1 ||
                 { echo "ci-compose-drill: compose down failed:" >&2; tail -n 5 "$TMP/down.log" >&2; }
         fi
+        say "stopping dockerd $DOCKERD_PID"
         kill -TERM "$DOCKERD_PID" 2>/dev/null
         local i
         for ((i = 0; i < 300; i++)); do
@@ -184,7 +187,7 @@ start_dockerd() {
 # ---------------------------------------------------------------- images
 
 find_pitr() {
-    PITR=${PITR_BIN:-$REPO_ROOT/target/debug/pitr}
+    PITR=${PITR_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/pitr}
     if [[ ! -x "$PITR" ]]; then
         [[ -z "${PITR_BIN:-}" ]] || die "PITR_BIN=$PITR_BIN is not an executable file"
         command -v cargo >/dev/null || PATH=$HOME/.cargo/bin:$PATH

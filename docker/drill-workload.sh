@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The drill's workload, shared by docker/drill.sh (one machine) and the
 # compose drill (docker/compose/load.sh): a marker table, pgbench load, and
 # three changes at known times t1, t2, t3, with the `pitr drill --check` file

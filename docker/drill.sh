@@ -309,7 +309,7 @@ run_drill() {
         --scratch "$WORK/scratch" --pg-bin "$PG_BIN" --timeout "$RECOVERY_TIMEOUT" \
         --check "$WORK/t2_rows.sql" --report "$WORK/report.json" || rc=$?
     if ((rc != 0)); then
-        printf 'pitr drill: FAILED: `pitr drill --target-time %s` exited %s\n' "$TARGET_TIME" "$rc" >&2
+        printf 'pitr drill: FAILED: pitr drill --target-time %s exited %s\n' "$TARGET_TIME" "$rc" >&2
     fi
     return "$rc"
 }

@@ -58,7 +58,7 @@ fn the_drill_fails_on_a_gap_in_the_archive() {
         "{}",
         r.stdout
     );
-    assert!(r.stderr.contains("`pitr drill --target-time"), "{}", r.stderr);
+    assert!(r.stderr.contains("FAILED: pitr drill --target-time"), "{}", r.stderr);
     assert!(!r.stdout.contains("drill passed"), "{}", r.stdout);
 }
 

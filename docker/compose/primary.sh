@@ -20,8 +20,8 @@ make_bucket() {
     bucket=${bucket%%/*}
     [[ "$PITR_REPO" == s3://* && -n "$bucket" ]] || return 0
     [[ -n "${PITR_ENDPOINT_URL:-}" ]] || die "PITR_ENDPOINT_URL is not set"
-    local i
-    for i in $(seq 60); do
+    local _
+    for _ in $(seq 60); do
         out=$(printf 'user = "%s:%s"\n' "$S3_ACCESS_KEY_ID" "$S3_SECRET_ACCESS_KEY" |
             curl -sS -K - --aws-sigv4 "aws:amz:${PITR_REGION:-us-east-1}:s3" \
                 -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
