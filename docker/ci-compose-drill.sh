@@ -22,6 +22,8 @@
 #                 plugin is there, else docker-compose)
 #   PITR_DRILL_EXTRA_CHECK_SQL  passed to the drill service (one more check;
 #                 `select false` must make the run fail)
+#   PITR_CI_COMPOSE_EXTRA  one more compose override file (absolute path),
+#                 e.g. to break a service and see the run fail
 # Must run as root.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -122,8 +124,19 @@ DOCKERD_PID=""
 OWN_BRIDGE=0 # 1 when our dockerd made docker0 (dockerd leaves it behind)
 
 compose() {
+    local extra=()
+    [[ -z "${PITR_CI_COMPOSE_EXTRA:-}" ]] || extra=(-f "$PITR_CI_COMPOSE_EXTRA")
     "${COMPOSE_CMD[@]}" -p "$PROJECT" -f "$REPO_ROOT/docker/compose.yaml" \
-        -f "$REPO_ROOT/docker/compose.ci.yaml" "$@"
+        -f "$REPO_ROOT/docker/compose.ci.yaml" "${extra[@]}" "$@"
+}
+
+# shellcheck disable=SC2317 # called from the trap
+# Is process $1 running (not gone, not a zombie waiting to be reaped)?
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
 }
 
 # shellcheck disable=SC2317 # called from the trap
@@ -140,10 +153,14 @@ cleanup() {
         kill -TERM "$DOCKERD_PID" 2>/dev/null
         local i
         for ((i = 0; i < 300; i++)); do
-            kill -0 "$DOCKERD_PID" 2>/dev/null || break
+            running "$DOCKERD_PID" || break
             sleep 0.1
         done
-        if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+        if ((i > 50)); then
+            echo "ci-compose-drill: dockerd took $((i / 10)) s to stop; the end of its log:" >&2
+            tail -n 15 "$TMP/dockerd.log" >&2
+        fi
+        if running "$DOCKERD_PID"; then
             echo "ci-compose-drill: dockerd $DOCKERD_PID did not stop; killing it" >&2
             kill -KILL "$DOCKERD_PID" 2>/dev/null
             sleep 1
@@ -151,6 +168,7 @@ cleanup() {
         ((OWN_BRIDGE)) && ip link delete docker0 2>/dev/null
     fi
     if [[ -n "$TMP" && -d "$TMP" ]]; then
+        say "removing $TMP"
         # Whatever dockerd left mounted under TMP, innermost first.
         findmnt -rn -o TARGET | grep -F "$TMP/" | sort -r | while read -r m; do
             umount -l "$m" 2>/dev/null
@@ -171,7 +189,7 @@ start_dockerd() {
     ip link show docker0 >/dev/null 2>&1 || OWN_BRIDGE=1
     dockerd --data-root "$TMP/data" --exec-root "$TMP/exec" --pidfile "$TMP/dockerd.pid" \
         -H "unix://$TMP/docker.sock" --iptables=false --ip-masq=false \
-        --log-level warn >"$TMP/dockerd.log" 2>&1 &
+        --log-level info >"$TMP/dockerd.log" 2>&1 &
     DOCKERD_PID=$!
     export DOCKER_HOST=unix://$TMP/docker.sock
     local i

@@ -13,7 +13,10 @@
 #
 # Sets: LOAD_FIRST, LOAD_END (the load's segments, LOAD_FIRST up to, not
 # including, LOAD_END), T2_COMMIT, TARGET_TIME (t2's commit plus
-# DRILL_TARGET_OFFSET seconds), T3_COMMIT, EXPECTED (the rows by t2).
+# DRILL_TARGET_OFFSET seconds), T3_COMMIT, T3_TARGET (the same after t3),
+# EXPECTED (the rows by t2).
+# A fourth commit, t4, follows t3 (marker 104), so that every time up to
+# t4 is a reachable target.
 
 DRILL_LOAD_ROUNDS=${DRILL_LOAD_ROUNDS:-3}       # pgbench rounds, a WAL switch after each
 DRILL_CHANGE_GAP=${DRILL_CHANGE_GAP:-1.1}       # seconds between t1, t2 and t3
@@ -115,8 +118,16 @@ drill_timed_changes() {
                    update pgbench_accounts set abalance = abalance + 1 where aid % 1000 = 0
                    returning 1" | grep -c .)
     T3_COMMIT=$(drill_commit_time 103)
+    # shellcheck disable=SC2034 # for the caller
+    T3_TARGET=$(drill_commit_time 103 "+ interval '$DRILL_TARGET_OFFSET seconds'")
     [[ "$(drill_fingerprint)" != "$EXPECTED" ]] ||
         die "t3 did not change the primary's rows: the drill would prove nothing"
+
+    # t4 closes the window: a commit after t3, so that a drill to a time
+    # just after t3 is also reachable (recovery to a time stops at the
+    # first commit after it; PostgreSQL fails a recovery that never meets one).
+    sleep "$DRILL_CHANGE_GAP"
+    sql "insert into drill_marker values (104, 't4, closes the window', 1004)"
     say "changes at known times: t1 (marker 101); t2 (marker 102) committed at $T2_COMMIT;" \
         "t3 (marker 103, $updated accounts updated) committed at $T3_COMMIT"
     say "target time: t2 + ${DRILL_TARGET_OFFSET}s = $TARGET_TIME"

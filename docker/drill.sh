@@ -50,6 +50,10 @@
 #                                        gap), before restoring anything
 #                       corrupt-segment  overwrite bytes in it: the plan or
 #                                        the recovery must fail
+#                     or, to see the check file fail:
+#                       target-t3        drill to t3's commit + 0.5 s: the
+#                                        copy then holds t3's changes, and
+#                                        WORK/t2_rows.sql must fail
 #
 # Exit status: pitr drill's (0 when every check passed, 1 when the drill
 # failed, 2 for bad arguments); 1 when the set-up before it failed.
@@ -165,8 +169,8 @@ check_prerequisites() {
         [[ -x "$PG_BIN/$prog" ]] || die "$PG_BIN/$prog not found: install PostgreSQL 15 or set PG_BIN"
     done
     case "${PITR_DRILL_BREAK:-}" in
-        "" | delete-segment | corrupt-segment) ;;
-        *) die "unknown PITR_DRILL_BREAK=$PITR_DRILL_BREAK (delete-segment or corrupt-segment)" ;;
+        "" | delete-segment | corrupt-segment | target-t3) ;;
+        *) die "unknown PITR_DRILL_BREAK=$PITR_DRILL_BREAK (delete-segment, corrupt-segment or target-t3)" ;;
     esac
     if [[ -n "${PITR_DRILL_BREAK:-}" && "${PITR_REPO:-file://}" != file://* ]]; then
         die "PITR_DRILL_BREAK needs a file:// repository"
@@ -281,6 +285,11 @@ archived_segment_files() {
 sabotage() {
     local how=${PITR_DRILL_BREAK:-}
     [[ -z "$how" ]] && return
+    if [[ "$how" == target-t3 ]]; then
+        TARGET_TIME=$T3_TARGET
+        say "BREAK: the drill's target is now t3's commit + ${DRILL_TARGET_OFFSET}s ($TARGET_TIME); the check file must now fail"
+        return
+    fi
     # A segment the pgbench load wrote, after the backup and before the
     # target: the middle one. Recovery to the target must read it.
     local files victim

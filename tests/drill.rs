@@ -5,7 +5,8 @@
 //! the script wrote at t2: the copy must hold exactly the rows committed by
 //! t2 and none of t3's. Sabotaged, it must fail loudly: a segment deleted
 //! from the middle makes `pitr drill` fail while planning (the archive has a
-//! gap), a corrupted one fails the plan or the recovery.
+//! gap), a corrupted one fails the plan or the recovery, and a target moved
+//! to t3 fails the check file.
 
 mod common;
 
@@ -49,6 +50,27 @@ fn the_drill_restores_to_a_point_in_time() {
 }
 
 #[test]
+fn the_drill_fails_its_check_when_it_restores_past_t2() {
+    // The target moved to t3's commit: recovery brings t3 back, and the
+    // check file written at t2 must say so.
+    let r = drill(Some("target-t3"));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("OK   target-reached"),
+        "recovery itself succeeds: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("t2_rows.sql returned \"f|")
+            && r.stdout.contains("drill FAILED: checks ")
+            && r.stdout.contains("t2_rows.sql failed"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("drill passed"), "{}", r.stdout);
+}
+
+#[test]
 fn the_drill_fails_on_a_gap_in_the_archive() {
     let r = drill(Some("delete-segment"));
     assert_eq!(r.code, 1, "{r:?}");
@@ -58,7 +80,11 @@ fn the_drill_fails_on_a_gap_in_the_archive() {
         "{}",
         r.stdout
     );
-    assert!(r.stderr.contains("FAILED: pitr drill --target-time"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("FAILED: pitr drill --target-time"),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stdout.contains("drill passed"), "{}", r.stdout);
 }
 
