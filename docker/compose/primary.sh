@@ -13,6 +13,12 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 say() { printf 'primary: %s\n' "$*"; }
 die() { printf 'primary: FAILED: %s\n' "$*" >&2; exit 1; }
 
+# A value for a curl config file: "..." with \ and " escaped.
+curl_quote() {
+    local v=${1//\\/\\\\}
+    printf '"%s"' "${v//\"/\\\"}"
+}
+
 # s3://BUCKET/prefix: the bucket, created with a signed PUT (200: created,
 # 409: it exists already). The keys reach curl on stdin, never argv.
 make_bucket() {
@@ -22,7 +28,7 @@ make_bucket() {
     [[ -n "${PITR_ENDPOINT_URL:-}" ]] || die "PITR_ENDPOINT_URL is not set"
     local _
     for _ in $(seq 60); do
-        out=$(printf 'user = "%s:%s"\n' "$S3_ACCESS_KEY_ID" "$S3_SECRET_ACCESS_KEY" |
+        out=$(printf 'user = %s\n' "$(curl_quote "$S3_ACCESS_KEY_ID:$S3_SECRET_ACCESS_KEY")" |
             curl -sS -K - --aws-sigv4 "aws:amz:${PITR_REGION:-us-east-1}:s3" \
                 -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
                 -o /dev/null -w '%{http_code}' -X PUT "${PITR_ENDPOINT_URL%/}/$bucket" 2>&1) || true
