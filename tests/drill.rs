@@ -1,10 +1,12 @@
 //! The README's main command, docker/drill.sh, run natively: a throw-away
 //! PostgreSQL archives into a file:// repository, pitr takes a base backup,
-//! the primary changes at known times (t1, t2, t3), and `pitr restore
-//! --target-time` recovers a new server to just after t2: it must hold
-//! exactly the rows committed by t2 and none of t3's. Sabotaged, it must
-//! fail loudly: a segment deleted from the middle makes `pitr restore`
-//! itself refuse (the archive has a gap), a corrupted one stops recovery.
+//! the primary changes at known times (t1, t2, t3), and `pitr drill
+//! --target-time` restores a scratch copy to just after t2 with a check file
+//! the script wrote at t2: the copy must hold exactly the rows committed by
+//! t2 and none of t3's. Sabotaged, it must fail loudly: a segment deleted
+//! from the middle makes `pitr drill` fail while planning (the archive has a
+//! gap), a corrupted one fails the plan or the recovery, and a target moved
+//! to t3 fails the check file.
 
 mod common;
 
@@ -33,13 +35,11 @@ fn the_drill_restores_to_a_point_in_time() {
     let r = drill(None);
     assert_eq!(r.code, 0, "{r:?}");
     for line in [
-        "with `pitr restore --target-time` (replayed ",
-        "segments through pitr wal-fetch",
-        "PostgreSQL: recovery stopping before commit of transaction",
-        "restored server holds exactly the rows committed by t2",
-        "and none of t3's",
-        "no marker t3   OK",
-        "drill passed",
+        "running: pitr drill --target-time ",
+        "OK   target-reached       recovery stopping before commit of transaction",
+        "t2_rows.sql 4 rows, all true",
+        "drill passed: backup ",
+        "restored copy holds exactly the rows committed by t2 and none of t3's",
     ] {
         assert!(
             r.stdout.contains(line),
@@ -50,13 +50,38 @@ fn the_drill_restores_to_a_point_in_time() {
 }
 
 #[test]
+fn the_drill_fails_its_check_when_it_restores_past_t2() {
+    // The target moved to t3's commit: recovery brings t3 back, and the
+    // check file written at t2 must say so.
+    let r = drill(Some("target-t3"));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("OK   target-reached"),
+        "recovery itself succeeds: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("t2_rows.sql returned \"f|")
+            && r.stdout.contains("drill FAILED: checks ")
+            && r.stdout.contains("t2_rows.sql failed"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("drill passed"), "{}", r.stdout);
+}
+
+#[test]
 fn the_drill_fails_on_a_gap_in_the_archive() {
     let r = drill(Some("delete-segment"));
     assert_eq!(r.code, 1, "{r:?}");
-    // pitr restore proves the chain before touching PGDATA, and refuses.
-    assert!(r.stderr.contains("the archive has a gap"), "{}", r.stderr);
+    // pitr drill proves the chain while planning, before restoring anything.
     assert!(
-        r.stderr.contains("--target-time") && r.stderr.contains("refused, PGDATA untouched"),
+        r.stdout.contains("drill FAILED at Plan") && r.stdout.contains("the archive has a gap"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("FAILED: pitr drill --target-time"),
         "{}",
         r.stderr
     );
@@ -68,13 +93,15 @@ fn the_drill_fails_on_a_corrupt_segment() {
     let r = drill(Some("corrupt-segment"));
     assert_eq!(r.code, 1, "{r:?}");
     // Either the planner reads the damaged segment while proving the target
-    // and refuses before touching PGDATA, or wal-fetch exits 255 during
-    // recovery so PostgreSQL stops instead of promoting early.
-    let refused = r.stderr.contains("refused, PGDATA untouched") && r.stderr.contains("corrupt");
+    // and fails before restoring, or wal-fetch exits 255 during recovery so
+    // PostgreSQL stops instead of promoting early.
+    let planned = r.stdout.contains("drill FAILED at Plan") && r.stdout.contains("damaged");
     assert!(
-        refused || r.stderr.contains("recovery from the archive failed"),
+        planned
+            || r.stdout.contains("drill FAILED at Recovery")
+            || r.stdout.contains("drill FAILED at Start"),
         "{}",
-        r.stderr
+        r.stdout
     );
     assert!(!r.stdout.contains("drill passed"), "{}", r.stdout);
 }

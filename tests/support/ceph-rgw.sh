@@ -9,10 +9,18 @@
 # DIR should be short (admin sockets are unix sockets: path <= 107 bytes) and
 # must not be on tmpfs (bluestore opens its block file with O_DIRECT).
 # Several instances can run at once: every port is picked free at start.
+#
+# Options for running it inside a container (docker/ci/run-rgw.sh), from the
+# environment; unset, the defaults the tests use:
+#   RGW_BIND_ADDR   address radosgw listens on (default 127.0.0.1)
+#   RGW_HTTP_PORT   its plain HTTP port (default: a free one)
+#   RGW_ACCESS_KEY  the S3 user's access key (default pitrtestaccess)
+#   RGW_SECRET_KEY  its secret key (default: a random one)
 set -euo pipefail
 
 RGW_NAME=client.rgw.pitr
-ACCESS_KEY=pitrtestaccess
+ACCESS_KEY=${RGW_ACCESS_KEY:-pitrtestaccess}
+BIND_ADDR=${RGW_BIND_ADDR:-127.0.0.1}
 KMS_KEY_ID=testkey-1
 
 die() { echo "ceph-rgw.sh: $*" >&2; exit 1; }
@@ -99,8 +107,9 @@ start() {
 
     local mon2 mon1 http https fsid secret kmskey
     read -r mon2 mon1 http https <<<"$(free_ports 4)"
+    http=${RGW_HTTP_PORT:-$http}
     fsid=$(cat /proc/sys/kernel/random/uuid)
-    secret=$(openssl rand -hex 20)
+    secret=${RGW_SECRET_KEY:-$(openssl rand -hex 20)}
     kmskey=$(openssl rand -base64 32)
     make_certs "$d"
 
@@ -149,7 +158,7 @@ bluestore fsck on mkfs = false
 [$RGW_NAME]
 admin socket = $d/run/\$cluster-\$name.asok
 rgw data = $d/rgw
-rgw frontends = beast endpoint=127.0.0.1:$http ssl_endpoint=127.0.0.1:$https ssl_certificate=$d/server.pem ssl_private_key=$d/server.key
+rgw frontends = beast endpoint=$BIND_ADDR:$http ssl_endpoint=$BIND_ADDR:$https ssl_certificate=$d/server.pem ssl_private_key=$d/server.key
 # SSE-KMS with a fixed test key; SSE over plain HTTP stays rejected.
 rgw crypt s3 kms backend = testing
 rgw crypt s3 kms encryption keys = $KMS_KEY_ID=$kmskey
