@@ -118,6 +118,33 @@ fn a_backup_killed_at_any_stage_is_never_usable_and_the_next_succeeds() {
     assert!(!target.join("PG_VERSION").exists());
 }
 
+/// A primary with pgbench data at `scale`, backed up, then changed in
+/// `segments` rounds each ending a segment, all archived, stopped. Returns
+/// the rows a restore to the end must hold.
+fn backed_up_then_changed(
+    dir: &TestDir,
+    env: &[(String, String)],
+    scale: u32,
+    segments: usize,
+) -> String {
+    let mut primary = Pg::archiving(dir.join("primary"), env);
+    primary.pgbench(&["-i", "-s", &scale.to_string(), "-q"]);
+    let r = pitr_cmd(
+        env,
+        &["backup", "-d", &primary.conninfo(), "--wal-timeout", "60"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    for _ in 0..segments {
+        primary.pgbench(&["-n", "-t", "200"]);
+        primary.switch_wal();
+    }
+    let want = state(&primary);
+    let last = primary.switch_wal();
+    primary.wait_archived(&last, WAIT);
+    primary.stop();
+    want
+}
+
 /// Reads the rows a restored server must hold.
 fn state(pg: &Pg) -> String {
     pg.sql("select count(*) || ':' || sum(abalance) from pgbench_accounts")
@@ -129,18 +156,7 @@ fn a_restore_killed_midway_cannot_be_started_and_a_rerun_replaces_it() {
     let bucket = rgw.new_bucket("crash-rs");
     let dir = TestDir::new("crash-rs");
     let env = rgw.pitr_env(&bucket, "main");
-    let mut primary = Pg::archiving(dir.join("primary"), &env);
-    primary.pgbench(&["-i", "-s", "2", "-q"]);
-    let r = pitr_cmd(
-        &env,
-        &["backup", "-d", &primary.conninfo(), "--wal-timeout", "60"],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    primary.pgbench(&["-n", "-t", "300"]);
-    let want = state(&primary);
-    let last = primary.switch_wal();
-    primary.wait_archived(&last, WAIT);
-    primary.stop();
+    let want = backed_up_then_changed(&dir, &env, 2, 1);
     let stops = StopPoints::new(dir.join("stops"));
 
     for point in ["restore-extracting", "restore-writing-recovery-settings"] {
@@ -203,21 +219,7 @@ fn a_wal_fetch_killed_during_recovery_never_feeds_postgresql_half_a_segment() {
     let bucket = rgw.new_bucket("crash-ft");
     let dir = TestDir::new("crash-ft");
     let env = rgw.pitr_env(&bucket, "main");
-    let mut primary = Pg::archiving(dir.join("primary"), &env);
-    primary.pgbench(&["-i", "-s", "1", "-q"]);
-    let r = pitr_cmd(
-        &env,
-        &["backup", "-d", &primary.conninfo(), "--wal-timeout", "60"],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    for _ in 0..3 {
-        primary.pgbench(&["-n", "-t", "200"]);
-        primary.switch_wal();
-    }
-    let want = state(&primary);
-    let last = primary.switch_wal();
-    primary.wait_archived(&last, WAIT);
-    primary.stop();
+    let want = backed_up_then_changed(&dir, &env, 1, 3);
     let stops = StopPoints::new(dir.join("stops"));
 
     for point in ["fetch-before-rename", "fetch-after-rename"] {

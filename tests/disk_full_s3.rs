@@ -50,6 +50,22 @@ fn entries(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Backs up a new primary (server name `db`: not the cluster the test's
+/// segment came from) and restores it into `pgdata`.
+fn restore_a_new_backup(rgw: &Rgw, bucket: &str, dir: &TestDir, pgdata: &Path) -> common::Run {
+    let env = rgw.pitr_env(bucket, "db");
+    let mut pg = Pg::archiving(dir.join("primary"), &env);
+    let b = run(pitr()
+        .envs(env.iter().cloned())
+        .args(["backup", "-d", &pg.conninfo()]));
+    assert_eq!(b.code, 0, "{b:?}");
+    pg.stop();
+    run(pitr()
+        .envs(env.iter().cloned())
+        .args(["restore", "--pgdata"])
+        .arg(pgdata))
+}
+
 #[test]
 fn a_full_disk_is_a_failure_never_not_found_and_leaves_nothing() {
     assert!(
@@ -96,19 +112,9 @@ fn a_full_disk_is_a_failure_never_not_found_and_leaves_nothing() {
     assert_eq!(r.code, 1, "{r:?}");
     assert_eq!(entries(&pg_wal), Vec::<String>::new());
 
-    // restore into a PGDATA on a full file system (another server name:
-    // this cluster is not the one segment 1 came from).
-    let env = rgw.pitr_env(&bucket, "db");
-    let mut pg = Pg::archiving(dir.join("primary"), &env);
-    let b = run(pitr()
-        .envs(env.iter().cloned())
-        .args(["backup", "-d", &pg.conninfo()]));
-    assert_eq!(b.code, 0, "{b:?}");
+    // restore into a PGDATA on a full file system.
     let pgdata = fs.0.join("pgdata");
-    let r = run(pitr()
-        .envs(env.iter().cloned())
-        .args(["restore", "--pgdata"])
-        .arg(&pgdata));
+    let r = restore_a_new_backup(&rgw, &bucket, &dir, &pgdata);
     assert_ne!(r.code, 0, "{r:?}");
     assert!(
         r.stderr.to_lowercase().contains("no space left"),
@@ -120,7 +126,6 @@ fn a_full_disk_is_a_failure_never_not_found_and_leaves_nothing() {
         Vec::<String>::new(),
         "the restore removed what it wrote"
     );
-    pg.stop();
 }
 
 #[test]
@@ -144,11 +149,7 @@ fn a_read_only_file_system_or_an_unreadable_segment_fails_clearly_and_stores_not
     let hidden = unreadable.join("000000010000000000000001");
     std::fs::copy(&seg, &hidden).unwrap();
     common::chown_postgres(&unreadable);
-    std::fs::set_permissions(
-        &hidden,
-        std::os::unix::fs::PermissionsExt::from_mode(0o000),
-    )
-    .unwrap();
+    std::fs::set_permissions(&hidden, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     let r = run(common::as_postgres(common::pitr_bin())
         .env_remove("PITR_REPO")
         .envs(env.iter().cloned())
@@ -160,7 +161,11 @@ fn a_read_only_file_system_or_an_unreadable_segment_fails_clearly_and_stores_not
         "names the file and the cause: {}",
         r.stderr
     );
-    assert!(r.stderr.contains(&hidden.display().to_string()), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&hidden.display().to_string()),
+        "{}",
+        r.stderr
+    );
     assert_eq!(rgw.keys(&bucket, "pg/main/wals/"), Vec::<String>::new());
 
     // wal-fetch and restore onto a read-only file system.
@@ -170,9 +175,7 @@ fn a_read_only_file_system_or_an_unreadable_segment_fails_clearly_and_stores_not
     let pgdata = fs.0.join("pgdata");
     std::fs::create_dir_all(&pg_wal).unwrap();
     std::fs::create_dir_all(&pgdata).unwrap();
-    let r = run(Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(&fs.0));
+    let r = run(Command::new("mount").args(["-o", "remount,ro"]).arg(&fs.0));
     assert_eq!(r.code, 0, "{r:?}");
     let r = run(pitr()
         .envs(env.iter().cloned())
@@ -187,16 +190,7 @@ fn a_read_only_file_system_or_an_unreadable_segment_fails_clearly_and_stores_not
     );
     assert_eq!(entries(&pg_wal), Vec::<String>::new());
 
-    let env = rgw.pitr_env(&bucket, "db");
-    let mut pg = Pg::archiving(dir.join("primary"), &env);
-    let b = run(pitr()
-        .envs(env.iter().cloned())
-        .args(["backup", "-d", &pg.conninfo()]));
-    assert_eq!(b.code, 0, "{b:?}");
-    let r = run(pitr()
-        .envs(env.iter().cloned())
-        .args(["restore", "--pgdata"])
-        .arg(&pgdata));
+    let r = restore_a_new_backup(&rgw, &bucket, &dir, &pgdata);
     assert_ne!(r.code, 0, "{r:?}");
     assert!(
         r.stderr.to_lowercase().contains("read-only file system")
@@ -205,5 +199,4 @@ fn a_read_only_file_system_or_an_unreadable_segment_fails_clearly_and_stores_not
         r.stderr
     );
     assert_eq!(entries(&pgdata), Vec::<String>::new());
-    pg.stop();
 }
