@@ -437,14 +437,20 @@ xlog_segment_size=16777216
             let e = BackupInfo::parse(id.clone(), &text, what).unwrap_err();
             assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt, "{field}: {e}");
             let e = e.to_string();
-            assert!(e.contains(what) && e.contains(field) && e.contains(why), "{e}");
+            assert!(
+                e.contains(what) && e.contains(field) && e.contains(why),
+                "{e}"
+            );
         }
         // A line that is not key=value, and unknown fields (kept, not fatal).
         let e = BackupInfo::parse(id.clone(), "status=DONE\ngarbage\n", what).unwrap_err();
         assert!(e.to_string().contains("'garbage' is not key=value"), "{e}");
         let info =
             BackupInfo::parse(id, &format!("{BARMAN}future_field={{'a': 1}}\n"), what).unwrap();
-        assert_eq!(info.extra.get("future_field").map(String::as_str), Some("{'a': 1}"));
+        assert_eq!(
+            info.extra.get("future_field").map(String::as_str),
+            Some("{'a': 1}")
+        );
     }
 
     #[test]
