@@ -188,9 +188,12 @@ fn no_secret_in_output_logs_process_titles_or_objects() {
     }
     let r = record(
         "drill",
-        run(drill
-            .envs(env.iter().cloned())
-            .args(["drill", "--scratch", scratch.to_str().unwrap(), "--keep"])),
+        run(drill.envs(env.iter().cloned()).args([
+            "drill",
+            "--scratch",
+            scratch.to_str().unwrap(),
+            "--keep",
+        ])),
     );
     assert_eq!(r.code, 0, "drill: {r:?}");
     let _ = std::fs::remove_file(dest);
@@ -234,7 +237,6 @@ fn no_secret_in_output_logs_process_titles_or_objects() {
             &wrong_s3,
             vec!["expire", "-r", "REDUNDANCY 1"],
         ),
-        ("wrong S3 secret: metrics", &wrong_s3, vec!["metrics"]),
         ("unreachable: status", &unreachable, vec!["status"]),
         (
             "unreachable: wal-fetch",
@@ -281,6 +283,15 @@ fn no_secret_in_output_logs_process_titles_or_objects() {
         let r = record(label, pitr_run(e, &args));
         assert_ne!(r.code, 0, "{label} should fail: {r:?}");
     }
+    // metrics answers (exit 0) with pitr_store_up 0 when the store refuses.
+    let r = record(
+        "wrong S3 secret: metrics",
+        pitr_run(&wrong_s3, &["metrics"]),
+    );
+    assert!(
+        r.stdout.contains("pitr_store_up{server=\"main\"} 0"),
+        "{r:?}"
+    );
     // A wrong password in the connection string itself (not PGPASSWORD):
     // the error must not echo the string.
     let in_conninfo = format!("{conninfo} password={WRONG_PASSWORD}");
