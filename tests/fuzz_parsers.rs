@@ -61,9 +61,12 @@ fn wal_like() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// One member as seen: name, type flag, size, content.
+type Member = (String, u8, u64, Vec<u8>);
+
 /// A tar visitor that records what it saw.
 #[derive(Default)]
-struct Seen(Vec<(String, u8, u64, Vec<u8>)>);
+struct Seen(Vec<Member>);
 
 impl TarVisitor for Seen {
     fn start(&mut self, m: &TarMember) {
@@ -76,7 +79,7 @@ impl TarVisitor for Seen {
 }
 
 /// Walks `tar` fed in pieces cut at `cuts`: what was seen and the outcome.
-fn walk(tar: &[u8], cuts: &[usize]) -> (Vec<(String, u8, u64, Vec<u8>)>, Result<(), String>) {
+fn walk(tar: &[u8], cuts: &[usize]) -> (Vec<Member>, Result<(), String>) {
     let mut w = TarWalker::new("fuzz.tar", Seen::default());
     let mut at = 0;
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (tar.len() + 1)).collect();

@@ -25,6 +25,8 @@ const WRONG_S3_SECRET: &str = "wrongs3-Yh55Pq0wErTy-SECRET";
 const KEY_HEX: &str = "6a1f9c2e7b3d4a5f8e0c1b2a39485766a1f9c2e7b3d4a5f8e0c1b2a394857ff1";
 const WRONG_KEY_HEX: &str = "0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e";
 
+type Env = Vec<(String, String)>;
+
 /// Everything that must never be seen, with a label for the message.
 struct Secrets(Vec<(&'static str, String)>);
 
@@ -150,7 +152,7 @@ fn no_secret_in_output_logs_process_titles_or_objects() {
     std::fs::create_dir_all(&scratch).unwrap();
     chown_postgres(&scratch);
     let restored = dir.join("restored");
-    let ok: Vec<(&str, Vec<(String, String)>, Vec<&str>)> = vec![
+    let ok: Vec<(&str, Env, Vec<&str>)> = vec![
         ("backup list", env.clone(), vec!["backup", "list"]),
         ("backup show", env.clone(), vec!["backup", "show", &id]),
         ("backup verify", env.clone(), vec!["backup", "verify", &id]),
@@ -209,7 +211,7 @@ fn no_secret_in_output_logs_process_titles_or_objects() {
     let wrong_pw = with(&env, "PGPASSWORD", WRONG_PASSWORD);
     let restore_to = |n: &str| dir.join(format!("restore-{n}")).display().to_string();
     let (r1, r2, r3) = (restore_to("s3"), restore_to("net"), restore_to("key"));
-    let failing: Vec<(&str, &Vec<(String, String)>, Vec<&str>)> = vec![
+    let failing: Vec<(&str, &Env, Vec<&str>)> = vec![
         ("wrong S3 secret: status", &wrong_s3, vec!["status"]),
         (
             "wrong S3 secret: backup list",
