@@ -253,6 +253,16 @@ impl RepoConfig {
     }
 }
 
+/// Whether `url` carries a user name or password (`scheme://user:pw@host`).
+/// S3 never uses them (requests are signed with the keys), and an endpoint
+/// is shown in messages and written into restore_command, so pitr refuses
+/// such an endpoint rather than echo the password.
+pub fn url_has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
+}
+
 /// Replaces every secret in `text` with `***`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
     secrets
@@ -263,6 +273,21 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_credentials_in_urls() {
+        for url in ["https://u:p@rgw:7443", "http://user@host/x", "u:p@host"] {
+            assert!(url_has_credentials(url), "{url}");
+        }
+        for url in [
+            "https://rgw.example:7443",
+            "http://h/a@b",
+            "https://h?x=a@b",
+            "h:9000",
+        ] {
+            assert!(!url_has_credentials(url), "{url}");
+        }
+    }
 
     #[test]
     fn parses_repository_urls() {

@@ -243,6 +243,16 @@ impl BackupInfo {
             v.map(|v| v.parse::<u64>().map_err(|_| bad(k, &v)))
                 .transpose()
         };
+        // A u32 field no smaller than `min`.
+        let small = |k: &str, v: Option<String>, min: u32| -> Result<Option<u32>, Error> {
+            v.map(|v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .ok_or_else(|| bad(k, &v))
+            })
+            .transpose()
+        };
         let time = |k: &str, v: Option<String>| -> Result<Option<DateTime<FixedOffset>>, Error> {
             v.map(|v| {
                 DateTime::parse_from_str(&v, "%Y-%m-%d %H:%M:%S%.f%:z")
@@ -311,8 +321,8 @@ impl BackupInfo {
             error: take("error"),
             server_name: take("server_name").unwrap_or_default(),
             systemid: take("systemid"),
-            version: num("version", take("version"))?.map(|v| v as u32),
-            timeline: num("timeline", take("timeline"))?.map(|v| v as u32),
+            version: small("version", take("version"), 1)?,
+            timeline: small("timeline", take("timeline"), 1)?,
             pgdata: take("pgdata"),
             config_file: take("config_file"),
             hba_file: take("hba_file"),
@@ -334,6 +344,22 @@ impl BackupInfo {
             total_time,
             extra: BTreeMap::new(),
         };
+        if let Some(seg) = info.xlog_segment_size {
+            if !seg.is_power_of_two() || !(1 << 20..=1 << 30).contains(&seg) {
+                return Err(Error::Corrupt(format!(
+                    "{what}: xlog_segment_size={seg} is not a WAL segment size (a power of two \
+                     from 1 MiB to 1 GiB): the file is damaged"
+                )));
+            }
+        }
+        if let (Some(b), Some(e)) = (info.begin_xlog, info.end_xlog) {
+            if b > e {
+                return Err(Error::Corrupt(format!(
+                    "{what}: the backup ends (end_xlog={e}) before it begins (begin_xlog={b}): \
+                     the file is damaged"
+                )));
+            }
+        }
         // Fields pitr writes itself with fixed values are not "extra".
         for k in ["compression", "deduplicated_size", "included_files", "mode"] {
             raw.remove(k);
@@ -381,6 +407,51 @@ timeline=1
 version=150018
 xlog_segment_size=16777216
 "#;
+
+    #[test]
+    fn malformed_fields_are_errors_naming_the_file_and_the_field() {
+        let id: BackupId = "20261122T034155".parse().unwrap();
+        let what = "main/base/20261122T034155/backup.info";
+        for (field, value, why) in [
+            ("xlog_segment_size", "0", "not a WAL segment size"),
+            ("xlog_segment_size", "3000000", "not a WAL segment size"),
+            ("xlog_segment_size", "-16777216", "cannot be read"),
+            ("timeline", "0", "cannot be read"),
+            ("timeline", "99999999999", "cannot be read"),
+            ("version", "1e9", "cannot be read"),
+            ("end_xlog", "4/E4000000", "before it begins"),
+            ("begin_xlog", "4/G", "cannot be read"),
+            ("begin_time", "yesterday", "cannot be read"),
+            ("begin_wal", "00000001.history", "cannot be read"),
+            ("tablespaces", "[('ts1', 'oid', '/x')]", "cannot be read"),
+            ("tablespaces", "[('ts1'", "cannot be read"),
+            ("backup_label", "'unterminated", "cannot be read"),
+        ] {
+            let text: String = BARMAN
+                .lines()
+                .map(|l| match l.split_once('=') {
+                    Some((k, _)) if k == field => format!("{k}={value}\n"),
+                    _ => format!("{l}\n"),
+                })
+                .collect();
+            let e = BackupInfo::parse(id.clone(), &text, what).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt, "{field}: {e}");
+            let e = e.to_string();
+            assert!(
+                e.contains(what) && e.contains(field) && e.contains(why),
+                "{e}"
+            );
+        }
+        // A line that is not key=value, and unknown fields (kept, not fatal).
+        let e = BackupInfo::parse(id.clone(), "status=DONE\ngarbage\n", what).unwrap_err();
+        assert!(e.to_string().contains("'garbage' is not key=value"), "{e}");
+        let info =
+            BackupInfo::parse(id, &format!("{BARMAN}future_field={{'a': 1}}\n"), what).unwrap();
+        assert_eq!(
+            info.extra.get("future_field").map(String::as_str),
+            Some("{'a': 1}")
+        );
+    }
 
     #[test]
     fn reads_what_barman_writes() {

@@ -38,7 +38,13 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<(String, String)>, String> {
         };
         let k = k.trim();
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("{file}:{}: '{k}' is not a variable name", i + 1));
+            // The line is not shown: a mistyped line may hold a secret
+            // (`S3_SECRET_ACCESS_KEY abc/d=ef`).
+            return Err(format!(
+                "{file}:{}: the name before '=' is not a variable name (letters, digits and _ \
+                 only; the line is not shown, as it may hold a secret)",
+                i + 1
+            ));
         }
         let v = v.trim();
         let v = v
@@ -88,5 +94,74 @@ mod tests {
             ]
         );
         assert!(parse("novalue\n", "f").unwrap_err().contains("f:1"));
+    }
+
+    #[test]
+    fn a_bad_line_is_not_echoed() {
+        let e = parse("S3_SECRET_ACCESS_KEY wJalrXUt/K7MDENG=x\n", "f").unwrap_err();
+        assert!(e.contains("f:1") && !e.contains("wJalrXUt"), "{e}");
+    }
+
+    // Property-based fuzzing of the settings file parser (the other
+    // parsers' targets are in tests/fuzz_parsers.rs; same PITR_FUZZ_CASES).
+    mod fuzz {
+        use super::super::parse;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("PITR_FUZZ_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64);
+            ProptestConfig {
+                cases,
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn never_panics(text in "\\PC{0,400}", bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let _ = parse(&text, "f");
+                let _ = parse(&String::from_utf8_lossy(&bytes), "f");
+            }
+
+            #[test]
+            fn round_trips_and_never_echoes_a_value(
+                lines in proptest::collection::vec(("[A-Z_][A-Z0-9_]{0,20}", "[!-~]([ -~]{0,30}[!-~])?", 0u8..3), 1..8),
+                secret in "[A-Za-z0-9/+]{16,24}",
+                bad_at in any::<usize>(),
+            ) {
+                let quote = |v: &str, q: u8| match q {
+                    1 => format!("\"{v}\""),
+                    2 => format!("'{v}'"),
+                    _ => v.to_string(),
+                };
+                let text: String = lines.iter().map(|(k, v, q)| format!("{k}={}\n", quote(v, *q))).collect();
+                let got = parse(&text, "f").unwrap();
+                let want: Vec<(String, String)> = lines
+                    .iter()
+                    .map(|(k, v, q)| {
+                        // An unquoted value that looks quoted loses its quotes, as in a shell.
+                        let v = match q {
+                            0 => parse(&format!("K={v}"), "f").unwrap()[0].1.clone(),
+                            _ => v.clone(),
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect();
+                prop_assert_eq!(got, want);
+                // One line mistyped (a space for '='): the error never shows
+                // the secret on it.
+                let mut all: Vec<String> = text.lines().map(str::to_string).collect();
+                let at = bad_at % (all.len() + 1);
+                all.insert(at, format!("S3_SECRET_ACCESS_KEY {secret}"));
+                all.insert(at, format!("S3_SECRET_ACCESS_KEY {secret}=x"));
+                let e = parse(&all.join("\n"), "f").unwrap_err();
+                prop_assert!(!e.contains(&secret), "{}", e);
+            }
+        }
     }
 }

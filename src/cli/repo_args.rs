@@ -142,6 +142,18 @@ impl RepoArgs {
             .clone()
             .filter(|s| !s.is_empty())
             .or_else(|| env("S3_ENDPOINT"));
+        if endpoint_url
+            .as_deref()
+            .is_some_and(pitr::config::url_has_credentials)
+        {
+            return Err(Error::Config(
+                "--endpoint-url / PITR_ENDPOINT_URL (or S3_ENDPOINT) holds a user name or \
+                 password (scheme://user:password@host; not shown): S3 does not use them, and \
+                 messages and restore_command would show them. Remove them and give the keys \
+                 as S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"
+                    .into(),
+            ));
+        }
         let region = match (self.region.as_str(), env("S3_REGION")) {
             ("us-east-1", Some(r)) if lookup("PITR_REGION").is_none() => r,
             (r, _) => r.to_string(),
@@ -162,5 +174,50 @@ impl RepoArgs {
             compression,
             encryption_key_file: self.encryption_key_file.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        repo: RepoArgs,
+    }
+
+    #[test]
+    fn an_endpoint_with_credentials_is_refused_without_showing_them() {
+        let args = |endpoint: &str| {
+            Cmd::parse_from([
+                "pitr",
+                "--repo",
+                "s3://bucket/p",
+                "--server-name",
+                "main",
+                "--endpoint-url",
+                endpoint,
+            ])
+            .repo
+        };
+        let e = args("https://AKIAX:SeCrEtPw@rgw:7443")
+            .to_config_with(&|_| None)
+            .unwrap_err();
+        assert_eq!(e.kind(), pitr::error::ErrorKind::Config);
+        let e = e.to_string();
+        assert!(
+            e.contains("--endpoint-url") && !e.contains("SeCrEtPw"),
+            "{e}"
+        );
+        assert!(!e.contains("AKIAX"), "{e}");
+        // The same from CloudNativePG's S3_ENDPOINT.
+        let e = Cmd::parse_from(["pitr", "--repo", "s3://bucket/p", "--server-name", "main"])
+            .repo
+            .to_config_with(&|k| (k == "S3_ENDPOINT").then(|| "http://u:SeCrEtPw@h:80".into()))
+            .unwrap_err();
+        assert!(!e.to_string().contains("SeCrEtPw"), "{e}");
+        assert!(args("https://rgw:7443").to_config_with(&|_| None).is_ok());
     }
 }

@@ -272,7 +272,7 @@ async fn extract_one(
         repo.decode(OpenedObject::of_backup_object(repo, obj)?, sink)
             .await?
     };
-    sink.walker.finish()?;
+    sink.finish()?;
     if let Some(want) = &job.expected {
         check_recorded(&job.key, want, &report)?;
     }

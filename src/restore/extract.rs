@@ -67,6 +67,9 @@ pub struct Extractor {
     pub dirs: BTreeSet<PathBuf>,
     /// A member written under another name (`writing_as`).
     renamed: Option<(PathBuf, PathBuf)>,
+    /// Every symbolic link created, checked again once the archive is
+    /// whole (a link that looked inside can leave through a later one).
+    links: Vec<(String, PathBuf)>,
 }
 
 impl Extractor {
@@ -80,6 +83,7 @@ impl Extractor {
             bytes,
             dirs: BTreeSet::new(),
             renamed: None,
+            links: Vec::new(),
         }
     }
 
@@ -87,6 +91,60 @@ impl Extractor {
     pub fn writing_as(mut self, name: &str, as_name: &str) -> Self {
         self.renamed = Some((PathBuf::from(name), PathBuf::from(as_name)));
         self
+    }
+
+    fn refuse(&self, m: &TarMember, why: &str) -> Error {
+        Error::Corrupt(format!(
+            "{}: member '{}' {why}: refusing to restore it (it could land outside {})",
+            self.archive,
+            m.name,
+            self.root.display()
+        ))
+    }
+
+    /// Refuses `rel` (a path inside the target, for member `m`) if any of
+    /// its directories, or itself when `last`, is a symbolic link already
+    /// there: nothing is written through a link, which could lead anywhere.
+    fn no_link_on_the_way(&self, m: &TarMember, rel: &Path, last: bool) -> Result<(), Error> {
+        let parts: Vec<_> = rel.components().collect();
+        let upto = if last {
+            parts.len()
+        } else {
+            parts.len().saturating_sub(1)
+        };
+        let mut at = self.root.clone();
+        for (i, c) in parts.iter().take(upto).enumerate() {
+            at.push(c);
+            if fs::symlink_metadata(&at).is_ok_and(|md| md.file_type().is_symlink()) {
+                let link: PathBuf = parts[..=i].iter().collect();
+                return Err(self.refuse(
+                    m,
+                    &format!("would be written through the link '{}'", link.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks, once every member is in place, that each symbolic link the
+    /// archive made resolves inside the target (or nowhere).
+    pub fn check_links(&self) -> Result<(), Error> {
+        let root = fs::canonicalize(&self.root).map_err(|e| self.io("resolve", &self.root, e))?;
+        for (name, path) in &self.links {
+            if let Ok(to) = fs::canonicalize(path) {
+                if !to.starts_with(&root) {
+                    return Err(Error::Corrupt(format!(
+                        "{}: link '{name}' resolves to {}, outside {}: the archive is hostile \
+                         or damaged; do not start a server on {}",
+                        self.archive,
+                        to.display(),
+                        self.root.display(),
+                        self.root.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Notes `dir` and its ancestors up to the root as written into.
@@ -147,6 +205,9 @@ impl Extractor {
             Some((from, to)) if *from == rel => to.clone(),
             _ => rel,
         };
+        // Directories may be there already (from the archive or the
+        // target); files and links are replaced, never written through.
+        self.no_link_on_the_way(m, &rel, true)?;
         let path = self.root.join(&rel);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| self.io("create", parent, e))?;
@@ -162,7 +223,13 @@ impl Extractor {
             b'2' | b'1' => {
                 let inside = match m.kind {
                     b'2' => link_stays_inside(&rel, &m.link),
-                    _ => safe_relative(&m.link).is_ok(),
+                    _ => match safe_relative(&m.link) {
+                        Ok(to) => {
+                            self.no_link_on_the_way(m, &to, true)?;
+                            true
+                        }
+                        Err(_) => false,
+                    },
                 };
                 if !inside {
                     return Err(Error::Corrupt(format!(
@@ -176,6 +243,7 @@ impl Extractor {
                 let _ = fs::remove_file(&path);
                 if m.kind == b'2' {
                     symlink(&m.link, &path).map_err(|e| self.io("link", &path, e))?;
+                    self.links.push((m.name.clone(), path));
                 } else {
                     fs::hard_link(self.root.join(&m.link), &path)
                         .map_err(|e| self.io("link", &path, e))?;
@@ -187,6 +255,7 @@ impl Extractor {
                     .create(true)
                     .truncate(true)
                     .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)
                     .map_err(|e| self.io("create", &path, e))?;
                 self.files += 1;
@@ -238,6 +307,15 @@ pub struct ExtractSink {
     pub walker: TarWalker<Extractor>,
 }
 
+impl ExtractSink {
+    /// Called at the end of the stream: the archive ended properly and no
+    /// link it made leads outside the target.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        self.walker.finish()?;
+        self.walker.visitor.check_links()
+    }
+}
+
 impl Write for ExtractSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let fed = self.walker.feed(buf);
@@ -269,7 +347,7 @@ mod tests {
         };
         sink.write_all(tar)
             .map_err(|e| Error::from_pipeline("x", e))?;
-        sink.walker.finish()?;
+        sink.finish()?;
         Ok(sink.walker.visitor.dirs)
     }
 
@@ -356,5 +434,81 @@ mod tests {
             );
             assert!(!dir.path().join("evil").exists());
         }
+    }
+
+    fn hard_link_member(name: &str, target: &str) -> Vec<u8> {
+        let mut h = header(name, 0, b'1');
+        h[157..157 + target.len()].copy_from_slice(target.as_bytes());
+        crate::tar_walk::tests::seal(&mut h);
+        h
+    }
+
+    /// Each tar is refused with an error naming the member, and nothing
+    /// lands outside the target, nor is anything outside linked into it.
+    fn refused(tar: Vec<u8>, expect: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pgdata");
+        fs::create_dir(&root).unwrap();
+        fs::write(dir.path().join("outside"), b"secret").unwrap();
+        let mut tar = tar;
+        tar.extend(end_marker());
+        let e = extract(&tar, &root).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt, "{e}");
+        let e = e.to_string();
+        assert!(e.contains("test.tar") && e.contains(expect), "{e}");
+        assert!(!dir.path().join("evil").exists(), "{e}");
+        assert_eq!(fs::read(dir.path().join("outside")).unwrap(), b"secret");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "nothing new beside the target: {names:?}");
+    }
+
+    #[test]
+    fn refuses_writing_through_a_link_even_one_that_looks_inside() {
+        // "s" -> "." is inside, and so, lexically, is "t" -> "s/s/.." ; but
+        // s/s is the target itself, so t is its parent.
+        let mut tar = link_member("s", ".");
+        tar.extend(link_member("t", "s/s/.."));
+        tar.extend(member("t/evil", b"x"));
+        refused(tar, "'t/evil'");
+        // A directory link, then a file written through it.
+        let mut tar = link_member("s", ".");
+        tar.extend(member("s/PG_VERSION", b"15"));
+        refused(tar, "'s/PG_VERSION'");
+        // A hard link whose target passes through a link.
+        let mut tar = link_member("s", ".");
+        tar.extend(link_member("t", "s/s/.."));
+        tar.extend(hard_link_member("pw", "t/outside"));
+        refused(tar, "'pw'");
+        // A file member written onto a link that is already there.
+        let mut tar = link_member("f", "s/s/../outside");
+        tar.extend(link_member("s", "."));
+        tar.extend(member("f", b"overwritten"));
+        refused(tar, "'f'");
+        // Links alone, in an order where each looked inside when it was
+        // made: caught once the archive is whole.
+        let mut tar = link_member("t", "s/s/..");
+        tar.extend(link_member("s", "."));
+        refused(tar, "link 't' resolves to");
+    }
+
+    #[test]
+    fn refuses_devices_fifos_and_huge_claims() {
+        for kind in [b'3', b'4', b'6'] {
+            refused(
+                header("dev", 0, kind),
+                "which a PostgreSQL backup never holds",
+            );
+        }
+        // A member that claims 8 GiB and ends after a block: truncated, named.
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = header("base/1/1", 0, b'0');
+        tar[124..136].copy_from_slice(b"77777777777\0");
+        crate::tar_walk::tests::seal(&mut tar[..512]);
+        tar.extend([7u8; 512]);
+        let e = extract(&tar, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("'base/1/1'") && e.contains("truncated"), "{e}");
     }
 }

@@ -108,6 +108,14 @@ async fn check_object(
                             found: h.system_identifier,
                             expected: system.unwrap_or_default(),
                         })
+                    } else if u64::from(h.segment_size) != seg_size {
+                        Some(ObjectFault::Unreadable {
+                            error: format!(
+                                "its page header says segments are {} bytes, but this \
+                                 archive's are {seg_size}",
+                                h.segment_size
+                            ),
+                        })
                     } else if h.page_address != expected.0 {
                         Some(ObjectFault::Misplaced {
                             page_address: Lsn(h.page_address),

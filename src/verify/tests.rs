@@ -419,3 +419,39 @@ async fn no_archive_at_all_is_an_error_not_a_healthy_archive() {
     assert_eq!(e.kind(), crate::error::ErrorKind::NotFound, "{e}");
     assert!(e.to_string().contains("--server-name"), "{e}");
 }
+
+#[tokio::test]
+async fn a_segment_whose_header_lies_about_the_segment_size_is_named() {
+    let f = fixture();
+    f.push(1, 1..=3).await;
+    // Segment 2, rewritten by hand: right size, right place, but a page
+    // header that says segments are 4 times larger.
+    let key = f.key(1, 2);
+    let plain = std::fs::read(write_segment(&f.wal, 1, 2, SYSTEM)).unwrap();
+    let mut lying = plain.clone();
+    let claimed = (4 * plain.len()) as u32;
+    lying[32..36].copy_from_slice(&claimed.to_le_bytes());
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&lying).unwrap();
+        e.finish().unwrap()
+    };
+    std::fs::write(f.path(&key), gz).unwrap();
+    let _ = std::fs::remove_file(f.path(".pitr-meta").join(format!("{key}.json")));
+    let r = verify(
+        &f.repo,
+        &VerifyOptions {
+            deep: true,
+            full: true,
+            ..opts()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!r.healthy);
+    assert_eq!(r.object_problems.len(), 1, "{:?}", r.object_problems);
+    assert_eq!(r.object_problems[0].key, key);
+    let what = r.object_problems[0].fault.to_string();
+    assert!(what.contains("page header says segments are"), "{what}");
+}

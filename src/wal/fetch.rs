@@ -3,12 +3,15 @@
 //! (gzip CRC, GCM tags, pitr's stored SHA-256), fsynced, then renamed, so
 //! PostgreSQL never sees half a segment.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::path::Path;
 
+use super::history::TimelinePath;
 use super::identity;
 use super::locate;
-use super::WalFileName;
+use super::page_header::{LongPageHeader, LONG_HEADER_LEN};
+use super::{Lsn, WalFileName};
 use crate::error::{Error, Result};
 use crate::fsutil::{remove_stale_temps, temp_beside, TempGuard};
 use crate::repo::Repo;
@@ -54,6 +57,7 @@ pub async fn fetch(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Fetch
             )));
         }
     }
+    check_content(repo, name, &key, guard.path(), report.size)?;
     file.sync_all()
         .map_err(|e| Error::io(format!("cannot fsync {}", guard.path().display()), e))?;
     drop(file);
@@ -70,4 +74,61 @@ pub async fn fetch(repo: &Repo, name: &WalFileName, dest: &Path) -> Result<Fetch
         size: report.size,
         checksum_verified: report.checksum_verified,
     })
+}
+
+/// Refuses an object whose decoded content is not what its name says,
+/// though it decoded cleanly (an object with no stored checksum, Barman's
+/// or planted): a segment must start with a long page header for the
+/// segment its name gives and be as long as that header says segments are
+/// (and as the archive's identity says, when already read); a timeline
+/// history file must parse.
+fn check_content(repo: &Repo, name: &WalFileName, key: &str, path: &Path, size: u64) -> Result<()> {
+    let open = || {
+        File::open(path).map_err(|e| Error::io(format!("cannot read back {}", path.display()), e))
+    };
+    match name {
+        WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
+            let mut head = Vec::with_capacity(LONG_HEADER_LEN);
+            open()?
+                .take(LONG_HEADER_LEN as u64)
+                .read_to_end(&mut head)
+                .map_err(|e| Error::io(format!("cannot read back {}", path.display()), e))?;
+            let header = LongPageHeader::parse(&head, key)?;
+            let seg_size = u64::from(header.segment_size);
+            if let Some(id) = repo.identity_cache.get() {
+                if id.wal_segment_size != seg_size {
+                    return Err(Error::Corrupt(format!(
+                        "{key}: its page header says segments are {seg_size} bytes, but this \
+                         archive's are {} (its identity.json): the object is damaged",
+                        id.wal_segment_size
+                    )));
+                }
+            }
+            if size != seg_size {
+                return Err(Error::Corrupt(format!(
+                    "{key} decodes to {size} bytes, but its page header says segments are \
+                     {seg_size} bytes: the object is truncated or damaged"
+                )));
+            }
+            let expected = seg.start_lsn(seg_size);
+            if header.page_address != expected {
+                return Err(Error::Corrupt(format!(
+                    "{key}: its first page is for LSN {}, but its name says it starts at {}: \
+                     the object is not the segment its name claims",
+                    Lsn(header.page_address),
+                    Lsn(expected)
+                )));
+            }
+        }
+        WalFileName::TimelineHistory(tli) => {
+            let mut text = Vec::new();
+            open()?
+                .take(1 << 24)
+                .read_to_end(&mut text)
+                .map_err(|e| Error::io(format!("cannot read back {}", path.display()), e))?;
+            TimelinePath::parse(*tli, &String::from_utf8_lossy(&text), key)?;
+        }
+        WalFileName::BackupHistory { .. } => {}
+    }
+    Ok(())
 }

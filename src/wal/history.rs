@@ -53,8 +53,29 @@ impl TimelinePath {
                 .and_then(TimelineId::new)
                 .ok_or_else(bad)?;
             let switch: Lsn = fields.next().and_then(|l| l.parse().ok()).ok_or_else(bad)?;
-            if parent >= timeline || switch < begin {
-                return Err(bad());
+            let refuse = |why: String| {
+                Error::Corrupt(format!(
+                    "{what}, line {}: '{line}': {why}: the history file is damaged",
+                    n + 1
+                ))
+            };
+            if parent >= timeline {
+                return Err(refuse(format!(
+                    "timeline {timeline} cannot descend from timeline {parent} (itself or a later one)"
+                )));
+            }
+            if let Some(prev) = spans.last().map(|s: &TimelineSpan| s.timeline) {
+                if parent <= prev {
+                    return Err(refuse(format!(
+                        "timeline {parent} comes after timeline {prev}: ancestors are listed \
+                         oldest first, once each (a loop?)"
+                    )));
+                }
+            }
+            if switch < begin {
+                return Err(refuse(format!(
+                    "the switch point {switch} is before the previous one, {begin}"
+                )));
             }
             spans.push(TimelineSpan {
                 timeline: parent,
@@ -152,5 +173,30 @@ mod tests {
             TimelinePath::parse(tli(2), "3\t0/1\tr\n", "h").is_err(),
             "parent must be older"
         );
+    }
+
+    #[test]
+    fn refuses_loops_self_and_future_parents_with_a_clear_error() {
+        for (text, why) in [
+            ("3\t0/1000000\tr\n", "itself or a later one"),
+            ("4\t0/1000000\tr\n", "itself or a later one"),
+            (
+                "1\t0/1000000\tr\n2\t0/2000000\tr\n1\t0/3000000\tr\n",
+                "a loop",
+            ),
+            ("2\t0/1000000\tr\n2\t0/2000000\tr\n", "a loop"),
+            (
+                "1\t0/3000000\tr\n2\t0/2000000\tr\n",
+                "before the previous one",
+            ),
+        ] {
+            let e = TimelinePath::parse(tli(3), text, "00000003.history").unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+            let e = e.to_string();
+            assert!(
+                e.contains("00000003.history, line") && e.contains(why),
+                "{e}"
+            );
+        }
     }
 }

@@ -358,6 +358,18 @@ mod tests {
         let e = push(&repo, &short).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
 
+        // A page header that lies about the segment size: 2 MiB claimed by
+        // a 1 MiB file, and 1 GiB (a size the header may hold).
+        for claimed in [2u32 << 20, 1 << 30] {
+            let liar = write_segment(&wal, 1, 8, 11);
+            let mut bytes = std::fs::read(&liar).unwrap();
+            bytes[32..36].copy_from_slice(&claimed.to_le_bytes());
+            std::fs::write(&liar, bytes).unwrap();
+            let e = push(&repo, &liar).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+            assert!(e.to_string().contains("000000010000000000000008"), "{e}");
+        }
+
         // Not a WAL file name at all.
         let odd = wal.join("notes.txt");
         std::fs::write(&odd, "x").unwrap();

@@ -324,6 +324,137 @@ mod tests {
         assert!(matches!(v, Verdict::Restored(_)), "{v:?}");
     }
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Hostile input under every WAL key wal-fetch reads: each damaged
+    /// object is planted by hand (no stored checksum, as Barman's objects
+    /// or an intruder's), and each is a failure naming the object, never
+    /// "not in the archive", with nothing left in the destination directory.
+    #[tokio::test]
+    async fn damaged_objects_under_wal_keys_are_failures_naming_the_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = archive(dir.path()).await;
+        let root = dir.path().join("repo");
+        let wal = dir.path().join("wal");
+        let seg = |n: u64| std::fs::read(write_segment(&wal, 1, n, 42)).unwrap();
+        let mut short = seg(2);
+        short.truncate(short.len() / 2);
+        // A header that says segments are 2 MiB on a 1 MiB segment.
+        let mut lying = seg(2);
+        lying[32..36].copy_from_slice(&(2u32 << 20).to_le_bytes());
+        let mut zstd = Vec::new();
+        zstd::stream::copy_encode(&seg(2)[..], &mut zstd, 1).unwrap();
+        let other_key = dir.path().join("other-key");
+        std::fs::write(&other_key, "cd".repeat(32)).unwrap();
+        let mut enc_cfg = repo_at(&dir.path().join("enc"), "main");
+        enc_cfg.encryption_key_file = Some(other_key);
+        let enc = Repo::create(&enc_cfg).unwrap();
+        push(&enc, &write_segment(&wal, 1, 2, 42)).await.unwrap();
+        let encrypted = std::fs::read(
+            dir.path()
+                .join("enc/main/wals/0000000100000000/000000010000000000000002.gz"),
+        )
+        .unwrap();
+        let seg_key = "main/wals/0000000100000000/000000010000000000000002.gz";
+        let hist_key = "main/wals/00000002.history.gz";
+        let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+            ("empty segment", seg_key, vec![], "Corrupt"),
+            (
+                "truncated gzip",
+                seg_key,
+                gzip(&seg(2))[..300].to_vec(),
+                "Corrupt",
+            ),
+            (
+                "not gzip",
+                seg_key,
+                b"hello, not gzip at all".to_vec(),
+                "Corrupt",
+            ),
+            ("zstd under .gz", seg_key, zstd, "Corrupt"),
+            ("gzip of garbage", seg_key, gzip(&[0x41; 4096]), "Corrupt"),
+            ("gzip of half a segment", seg_key, gzip(&short), "Corrupt"),
+            (
+                "header lies about the size",
+                seg_key,
+                gzip(&lying),
+                "Corrupt",
+            ),
+            (
+                "another segment's content",
+                seg_key,
+                gzip(&seg(3)),
+                "Corrupt",
+            ),
+            (
+                "encrypted with a key this repo lacks",
+                seg_key,
+                encrypted,
+                "WrongKey",
+            ),
+            (
+                "history of garbage",
+                hist_key,
+                gzip(b"\x00\x01garbage\n"),
+                "Corrupt",
+            ),
+            (
+                "history with a loop",
+                hist_key,
+                gzip(b"1\t0/1000000\tr\n1\t0/2000000\tr\n"),
+                "Corrupt",
+            ),
+            (
+                "history naming itself",
+                hist_key,
+                gzip(b"2\t0/1000000\tr\n"),
+                "Corrupt",
+            ),
+        ];
+        let originals: Vec<(String, Vec<u8>)> = [seg_key, hist_key]
+            .iter()
+            .map(|k| (k.to_string(), std::fs::read(root.join(k)).unwrap()))
+            .collect();
+        let dest_dir = dir.path().join("pg_wal");
+        std::fs::create_dir_all(&dest_dir).unwrap();
+        for (what, key, bytes, kind) in cases {
+            for (k, b) in &originals {
+                std::fs::write(root.join(k), b).unwrap();
+            }
+            std::fs::write(root.join(key), &bytes).unwrap();
+            let _ = std::fs::remove_file(root.join(".pitr-meta").join(format!("{key}.json")));
+            let name = std::path::Path::new(key)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap();
+            let name = name.trim_end_matches(".gz");
+            let dest = dest_dir.join("RECOVERYXLOG");
+            match verdict(&repo, name, &dest).await {
+                Verdict::Failed { error, .. } => {
+                    assert_eq!(format!("{:?}", error.kind()), kind, "{what}: {error}");
+                    let file = std::path::Path::new(key)
+                        .file_name()
+                        .unwrap()
+                        .to_str()
+                        .unwrap();
+                    assert!(
+                        error.to_string().contains(file.trim_end_matches(".gz")),
+                        "{what}: {error}"
+                    );
+                }
+                v => panic!("{what}: expected a failure, got {v:?}"),
+            }
+            let left: Vec<_> = std::fs::read_dir(&dest_dir).unwrap().collect();
+            assert!(left.is_empty(), "{what}: left {left:?} in pg_wal");
+        }
+    }
+
     #[test]
     fn total_wait_doubles() {
         let p = RetryPolicy {
