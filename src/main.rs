@@ -60,6 +60,8 @@ fn init_logging(level: &str) {
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
+    // Copied: a password in them is no longer needed where `ps` shows it.
+    cli::argv_mask::hide_passwords_from_ps();
     let is_fetch = is_fetch_command(&args);
     let usage_failure = |message: &str| -> ExitCode {
         if is_fetch {

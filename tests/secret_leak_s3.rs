@@ -12,10 +12,11 @@ mod common;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::pg::Pg;
 use common::s3::Rgw;
+use common::stop_point::StopPoints;
 use common::{as_postgres, chown_postgres, pitr, pitr_bin, run, Run, TestDir};
 
 const PG_PASSWORD: &str = "pgpw-Zq81xVt-SECRET";
@@ -323,43 +324,51 @@ fn no_secret_in_output_logs_process_titles_or_objects() {
         assert_ne!(r.code, 0, "{label}: {r:?}");
     }
 
-    // A running pitr's arguments and title, frozen at a stop point.
-    let stops = dir.join("stops");
-    std::fs::create_dir_all(&stops).unwrap();
-    let mut child = pitr()
-        .envs(env.iter().cloned())
-        .env("PITR_TEST_STOP_AT", "fetch-before-rename")
-        .env("PITR_TEST_STOP_DIR", &stops)
-        .args(["wal-fetch", "000000010000000000000002", dest])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !stops.join(format!("fetch-before-rename.{pid}")).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "wal-fetch never reached its stop point"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "wal-fetch ended early");
-        std::thread::sleep(Duration::from_millis(20));
+    // Running pitr processes' arguments and titles, frozen at stop points:
+    // a fetch, a restore, and a backup given the password in its
+    // connection string on the command line (pitr hides it from ps).
+    let stops = StopPoints::new(dir.join("stops"));
+    let with_password = format!("{conninfo} password={PG_PASSWORD}");
+    let frozen_restore = dir.join("restored-frozen");
+    let running: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "fetch-before-rename",
+            vec!["wal-fetch", "000000010000000000000002", dest],
+        ),
+        ("backup-streaming", vec!["backup", "-d", &with_password]),
+        (
+            "restore-extracting",
+            vec!["restore", "--pgdata", frozen_restore.to_str().unwrap()],
+        ),
+    ];
+    for (point, args) in running {
+        let mut child = pitr()
+            .envs(env.iter().cloned())
+            .envs(stops.env(point))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let frozen = stops.wait_child(point, &mut child, Duration::from_secs(60));
+        let pid = &frozen.pid;
+        for f in ["cmdline", "comm", "stat"] {
+            let bytes = std::fs::read(format!("/proc/{pid}/{f}")).unwrap();
+            secrets.check(
+                &format!("/proc/{pid}/{f} of {} at {point}", args[0]),
+                &bytes,
+            );
+        }
+        let ps = std::process::Command::new("ps")
+            .args(["-ww", "-o", "args=", "-p", pid])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&ps.stdout).into_owned();
+        assert!(shown.contains(args[0]), "{ps:?}");
+        secrets.check(&format!("ps output of {} ({shown})", args[0]), &ps.stdout);
+        frozen.kill();
+        child.wait().unwrap();
     }
-    for f in ["cmdline", "comm", "stat"] {
-        let bytes = std::fs::read(format!("/proc/{pid}/{f}")).unwrap();
-        secrets.check(&format!("/proc/{pid}/{f}"), &bytes);
-    }
-    let ps = std::process::Command::new("ps")
-        .args(["-ww", "-o", "args=", "-p", &pid.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&ps.stdout).contains("wal-fetch"),
-        "{ps:?}"
-    );
-    secrets.check("ps output", &ps.stdout);
-    child.kill().unwrap();
-    child.wait().unwrap();
 
     // Logs and files: the primary's log (archive_command's stderr), the
     // drill's kept scratch cluster, the restored data directory.

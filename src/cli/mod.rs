@@ -2,6 +2,7 @@
 //! builds a repository, calls one library function, and reports.
 
 pub mod archive;
+pub mod argv_mask;
 pub mod backup;
 pub mod backup_output;
 pub mod check;
