@@ -389,13 +389,17 @@ pub async fn execute(
         .chain(req.wal_dir.clone())
         .collect();
     let result = restore_into(repo, plan, req, &jobs, &tablespaces, progress).await;
-    if result.is_err() {
-        // Leave nothing half-restored behind.
+    result.map_err(|e| {
+        // Leave nothing half-restored behind, and say so.
         for d in &dirs {
             let _ = empty_dir(d);
         }
-    }
-    result
+        e.with_note(&format!(
+            "the restore into {} was undone (nothing half-restored is left): run the restore \
+             again once the cause is fixed",
+            req.pgdata.display()
+        ))
+    })
 }
 
 async fn restore_into(
