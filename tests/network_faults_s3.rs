@@ -313,6 +313,37 @@ fn wal_push_whose_answer_is_lost_still_succeeds_once() {
     c.assert_stored_once();
 }
 
+#[test]
+fn wal_push_stops_at_the_request_time_limit() {
+    // A read timeout longer than the stall budget: the request time limit
+    // (--s3-request-time-limit) is what ends the push, during the first
+    // attempt, instead of three attempts of 60 s each.
+    let c = WalCase::new("nf-push-limit");
+    c.tcp.add(TcpRule::always(TcpFault::Stall {
+        dir: Dir::Up,
+        after: 4 * MIB,
+        time: Duration::from_secs(300),
+    }));
+    let mut env = c.tcp_env();
+    env.extend([
+        ("PITR_S3_READ_TIMEOUT".to_string(), "60".to_string()),
+        ("PITR_S3_REQUEST_TIME_LIMIT".to_string(), "3".to_string()),
+    ]);
+    let r = c.push(&env);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        c.tcp.stats().faults,
+        1,
+        "one attempt, cut short by the limit"
+    );
+    assert!(r.stderr.contains("did not answer in time"), "{r:?}");
+    assert!(
+        r.stderr.contains("--s3-request-time-limit"),
+        "names the setting: {r:?}"
+    );
+    c.assert_nothing_stored();
+}
+
 // --- wal-fetch --------------------------------------------------------------
 
 #[test]
@@ -372,6 +403,28 @@ fn wal_fetch_exits_above_125_on_stalls_refusals_and_5xx() {
     assert_eq!(r.code, 255, "{r:?}");
     assert_eq!(c.tcp.stats().faults, 3, "{r:?}");
     assert!(entries(&d).is_empty(), "{:?}", entries(&d));
+    c.tcp.clear();
+
+    // A body cut short (the connection closed cleanly after 4 MiB): never
+    // delivered as a short segment.
+    c.tcp.add(TcpRule::always(TcpFault::Cut {
+        dir: Dir::Down,
+        after: 4 * MIB,
+    }));
+    let d = c.dest_dir("cut");
+    let r = c.fetch(&c.tcp_env(), &d, &[]);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert_eq!(c.tcp.stats().faults, 3 + 3, "{r:?}");
+    assert!(entries(&d).is_empty(), "{:?}", entries(&d));
+    c.tcp.clear();
+    c.tcp.add(TcpRule::once(TcpFault::Cut {
+        dir: Dir::Down,
+        after: 4 * MIB,
+    }));
+    let d = c.dest_dir("cut-once");
+    let r = c.fetch(&c.tcp_env(), &d, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    c.assert_fetched(&d);
     c.tcp.clear();
 
     // A store that refuses connections.
@@ -583,6 +636,17 @@ fn backup_and_restore_under_resets_and_5xx() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(tcp.stats().faults, before + 1);
     assert!(restored.join("PG_VERSION").exists());
+
+    // A range whose body stalls past the read timeout: fetched again.
+    let before = tcp.stats().faults;
+    tcp.add(TcpRule::once(TcpFault::Stall {
+        dir: Dir::Down,
+        after: 12 * MIB,
+        time: Duration::from_secs(120),
+    }));
+    let (r, _) = restore(&via_tcp, "r-stall", "4");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(tcp.stats().faults, before + 1);
 
     // One 503 on a ranged GET: retried.
     let before = http.stats().faults;
