@@ -28,9 +28,9 @@ use crate::backup::take::Progress;
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
 use crate::layout::BackupFile;
-use crate::repo::{OpenedObject, Repo};
+use crate::repo::Repo;
 use crate::tar_walk::TarWalker;
-use crate::transfer::{ranged, DownloadReport};
+use crate::transfer::DownloadReport;
 
 /// Ranged GETs in flight per tar unless told otherwise.
 pub const DEFAULT_JOBS: usize = 4;
@@ -67,8 +67,6 @@ pub struct ExecuteReport {
 /// One tar of the backup and where it goes.
 struct Job {
     key: String,
-    /// Stored size, from the listing.
-    size: u64,
     dest: PathBuf,
     /// What pitr.json records for it (None for a backup Barman took).
     expected: Option<StoredObject>,
@@ -151,7 +149,6 @@ async fn jobs(
         };
         out.push(Job {
             key: o.key,
-            size: o.size,
             dest,
             expected: None,
         });
@@ -235,22 +232,12 @@ async fn extract_one(
     let sink = ExtractSink {
         walker: TarWalker::new(&job.key, Extractor::new(&job.dest, &job.key, bytes)),
     };
-    let (report, mut sink) = if ranged::worth_it(job.size, ranged_jobs, ranged::RANGE_SIZE) {
-        // The HEAD gives the metadata (checksum, size) a GET would carry.
-        let info = repo.store.head(&job.key).await?.ok_or_else(vanished)?;
-        let (obj, feed) = ranged::open(repo.store.as_ref(), info, ranged_jobs, ranged::RANGE_SIZE);
-        let (decoded, fed) = tokio::join!(
-            repo.decode(OpenedObject::of_backup_object(repo, obj)?, sink),
-            feed
-        );
-        let decoded = decoded?;
-        fed?;
-        decoded
-    } else {
-        let obj = repo.store.get(&job.key).await?.ok_or_else(vanished)?;
-        repo.decode(OpenedObject::of_backup_object(repo, obj)?, sink)
-            .await?
-    };
+    // Always in ranges (one at a time with --jobs 1): a range that fails
+    // half way is fetched again, where a failed single GET failed the restore.
+    let (report, mut sink) = repo
+        .decode_backup_object(&job.key, ranged_jobs, sink)
+        .await?
+        .ok_or_else(vanished)?;
     sink.walker.finish()?;
     if let Some(want) = &job.expected {
         check_recorded(&job.key, want, &report)?;
@@ -543,7 +530,6 @@ mod tests {
     fn job(file: &str) -> Job {
         Job {
             key: format!("pg/main/base/20260101T000000/{file}"),
-            size: 0,
             dest: PathBuf::from("/x"),
             expected: None,
         }

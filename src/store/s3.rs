@@ -42,6 +42,9 @@ pub struct S3Store {
     endpoint: String,
     sse: Sse,
     part_size: usize,
+    /// Attempts per request (`--s3-attempts`), also for reading a small
+    /// object's body again when it fails half way.
+    attempts: u32,
 }
 
 /// The most keys one DeleteObjects request may name (S3's limit).
@@ -210,6 +213,7 @@ impl S3Store {
             endpoint,
             sse: settings.sse.clone(),
             part_size: settings.part_size,
+            attempts: settings.request_attempts.max(1),
         })
     }
 
@@ -440,6 +444,41 @@ impl ObjectStore for S3Store {
         }
     }
 
+    /// A small object whole. The S3 client retries a request that fails
+    /// before its answer arrives, not a body that fails half way (a reset,
+    /// a stall): that is read again here, with the same attempts.
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        use tokio::io::AsyncReadExt;
+        let mut attempt = 1;
+        loop {
+            let Some(mut obj) = self.get(key).await? else {
+                return Ok(None);
+            };
+            let mut body = Vec::with_capacity(obj.info.size.min(64 << 20) as usize);
+            match obj.body.read_to_end(&mut body).await {
+                Ok(_) => return Ok(Some(body)),
+                Err(e) if attempt < self.attempts => {
+                    warn!(
+                        "store request GET {key}: attempt failed: reading the body: {} (read \
+                         again, attempt {} of {})",
+                        crate::error::with_causes(&e),
+                        attempt + 1,
+                        self.attempts
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(Error::Store(format!(
+                        "reading {key} from {} failed: {} (after {attempt} attempts)",
+                        self.url(),
+                        crate::error::with_causes(&e)
+                    )))
+                }
+            }
+        }
+    }
+
     async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<RangeBytes>> {
         debug!("store request: GET {key} (bytes {start}+{len})");
         let range = format!("bytes={start}-{}", start + len.max(1) - 1);
@@ -579,6 +618,7 @@ impl ObjectStore for S3Store {
                 endpoint: self.endpoint.clone(),
                 sse: self.sse.clone(),
                 part_size: self.part_size,
+                attempts: self.attempts,
             },
             key: key.to_string(),
             part_size: part_size_for(self.part_size, opts.size_hint),

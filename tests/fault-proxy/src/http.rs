@@ -36,6 +36,9 @@ pub enum HttpAction {
     /// connection instead of delivering the answer (an answer lost on the
     /// way back: the store has done what the client thinks failed).
     DropResponse,
+    /// Forward the request, deliver the answer's head and the first N
+    /// bytes of its body, then close the connection: a body cut short.
+    CutBodyAfter(u64),
 }
 
 /// Which requests a rule applies to, and how often it fires.
@@ -268,7 +271,13 @@ async fn serve(mut client: TcpStream, n: u64, upstream: String, ctl: Arc<Ctl>) {
         }
         Some(HttpAction::DropResponse) => {
             let what = format!("dropped the answer to {what}");
-            return forward(client, head, body_len, &upstream, &ctl, Some(what)).await;
+            let cut = Some((what, None));
+            return forward(client, head, body_len, &upstream, &ctl, cut).await;
+        }
+        Some(HttpAction::CutBodyAfter(n)) => {
+            let what = format!("cut the answer to {what} after {n} body bytes");
+            let cut = Some((what, Some(n)));
+            return forward(client, head, body_len, &upstream, &ctl, cut).await;
         }
         Some(HttpAction::SlowDown) => (
             503,
@@ -312,15 +321,16 @@ async fn serve(mut client: TcpStream, n: u64, upstream: String, ctl: Arc<Ctl>) {
 }
 
 /// Sends the request upstream on a connection of its own and copies the
-/// answer back, or with `drop_answer` resets the client once the store has
-/// answered.
+/// answer back; with `cut`, resets the client once the store has answered,
+/// or, given a byte count, delivers the head and that many body bytes and
+/// closes.
 async fn forward(
     mut client: TcpStream,
     head: Head,
     body_len: u64,
     upstream: &str,
     ctl: &Ctl,
-    drop_answer: Option<String>,
+    cut: Option<(String, Option<u64>)>,
 ) {
     let Ok(mut up) = TcpStream::connect(upstream).await else {
         linger_zero(client.as_raw_fd());
@@ -358,7 +368,34 @@ async fn forward(
         linger_zero(client.as_raw_fd());
         return;
     };
-    if let Some(what) = drop_answer {
+    if let Some((what, Some(limit))) = &cut {
+        let mut sent = 0u64;
+        let mut pending = answer.rest.clone();
+        let head_bytes = answer.rewritten(&["connection"]);
+        if client.write_all(&head_bytes).await.is_err() {
+            return;
+        }
+        loop {
+            let room = (limit - sent) as usize;
+            let k = pending.len().min(room);
+            if client.write_all(&pending[..k]).await.is_err() {
+                return;
+            }
+            sent += k as u64;
+            if sent >= *limit {
+                break;
+            }
+            match up.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => pending = buf[..n].to_vec(),
+            }
+        }
+        // A clean close: every byte sent arrives, then the body ends early.
+        let _ = client.shutdown().await;
+        ctl.shared.fault(what.clone());
+        return;
+    }
+    if let Some((what, None)) = cut {
         // Let the store finish, then lose its answer.
         let mut rest = Vec::new();
         let _ = up.read_to_end(&mut rest).await;

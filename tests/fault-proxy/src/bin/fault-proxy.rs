@@ -62,6 +62,9 @@ fn main() {
                 } else {
                     Dir::Down
                 };
+                // At most one reset pending: one that found no connection
+                // long enough is replaced, not saved up for a burst.
+                proxy.clear();
                 proxy.add(TcpRule::once(TcpFault::Reset {
                     dir,
                     after: reset_after,
