@@ -745,3 +745,47 @@ fn bodies_cut_half_way_are_read_again_by_backup_verify() {
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stderr.contains("backup_manifest"), "{v:?}");
 }
+
+#[test]
+fn unresolvable_hosts_and_refused_connections_on_every_stage() {
+    let c = WalCase::new("nf-dns");
+    // A host name that cannot resolve (.invalid is reserved for that).
+    let dns = env_via(&c.rgw, &c.bucket, "https://no-such-host.invalid:7480");
+    let r = c.push(&dns);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("cannot resolve the host"), "{r:?}");
+    let d = c.dest_dir("dns");
+    let r = c.fetch(&dns, &d, &[]);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(r.stderr.contains("cannot resolve the host"), "{r:?}");
+    assert!(entries(&d).is_empty());
+    c.assert_nothing_stored();
+
+    // Backup and restore against a store that refuses connections.
+    let direct = env_via(&c.rgw, &c.bucket, &c.rgw.endpoint);
+    let pg = Pg::archiving(c.dir.join("primary"), &direct);
+    c.tcp.stop_listening();
+    let refused = c.tcp_env();
+    let r = pitr_run(
+        &refused,
+        &["backup", "-d", &pg.conninfo(), "--wal-timeout", "30"],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("connection refused"), "{r:?}");
+    assert!(listed(&direct).is_empty(), "no backup recorded");
+    let data = c.dir.join("restore-refused");
+    let r = pitr_run(&refused, &["restore", "--pgdata", data.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("connection refused"), "{r:?}");
+    assert!(is_empty_or_missing(&data), "{:?}", entries(&data));
+
+    // A delayed answer within the timeouts is only slower.
+    c.tcp.resume_listening();
+    let http = HttpProxy::start(&c.rgw.http_endpoint);
+    let env = env_via(&c.rgw, &c.bucket, &http.url());
+    http.add(HttpRule::once(HttpAction::Delay(Duration::from_millis(500))).method("PUT"));
+    let r = c.push(&env);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(http.stats().faults, 1);
+    c.assert_stored_once();
+}

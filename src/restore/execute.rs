@@ -51,7 +51,7 @@ pub struct ExecuteRequest {
     /// Keep pg_wal in this directory (its own volume) with a symbolic link
     /// from PGDATA, as `initdb --waldir` and `pg_basebackup --waldir` do.
     pub wal_dir: Option<PathBuf>,
-    /// Ranged GETs in flight per tar (1: one GET per tar). Every tar is
+    /// Ranged GETs in flight per tar (1: one range at a time). Every tar is
     /// downloaded at once in any case.
     pub jobs: usize,
 }
