@@ -153,6 +153,19 @@ impl RepoArgs {
         if self.virtual_host_style {
             out.push("--virtual-host-style".into());
         }
+        // Timeouts given other than the defaults (wal-fetch's attempts are
+        // its own --retries).
+        let timeouts = [
+            ("--s3-connect-timeout", self.s3_connect_timeout, 5.0),
+            ("--s3-read-timeout", self.s3_read_timeout, 60.0),
+            ("--s3-request-time-limit", self.s3_request_time_limit, 900.0),
+        ];
+        for (flag, value, default) in timeouts {
+            if value != default {
+                out.push(flag.to_string());
+                out.push(value.to_string());
+            }
+        }
         out
     }
 
@@ -216,5 +229,51 @@ impl RepoArgs {
             compression,
             encryption_key_file: self.encryption_key_file.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        repo: super::RepoArgs,
+    }
+
+    fn parse(args: &[&str]) -> super::RepoArgs {
+        let mut all = vec!["pitr", "--repo", "s3://bucket/p", "--server-name", "main"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap().repo
+    }
+
+    #[test]
+    fn timeouts_given_reach_the_restore_command_and_the_settings() {
+        let a = parse(&["--s3-read-timeout", "10", "--s3-request-time-limit", "0"]);
+        let flags = a.fetch_args();
+        assert!(
+            flags.windows(2).any(|w| w == ["--s3-read-timeout", "10"]),
+            "{flags:?}"
+        );
+        assert!(
+            flags
+                .windows(2)
+                .any(|w| w == ["--s3-request-time-limit", "0"]),
+            "{flags:?}"
+        );
+        assert!(
+            !flags.iter().any(|f| f == "--s3-connect-timeout"),
+            "{flags:?}"
+        );
+        let cfg = a.to_config_with(&|_| None).unwrap();
+        assert_eq!(cfg.s3.read_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(cfg.s3.request_time_limit, None, "0: no limit");
+        assert_eq!(cfg.s3.request_attempts, 3);
+
+        let bad = parse(&["--s3-connect-timeout=-1"]).to_config_with(&|_| None);
+        let e = bad.unwrap_err().to_string();
+        assert!(e.contains("--s3-connect-timeout -1"), "{e}");
+        assert!(Cli::try_parse_from(["pitr", "--s3-attempts", "0"]).is_err());
     }
 }
