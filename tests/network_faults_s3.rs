@@ -789,3 +789,44 @@ fn unresolvable_hosts_and_refused_connections_on_every_stage() {
     assert_eq!(http.stats().faults, 1);
     c.assert_stored_once();
 }
+
+#[test]
+fn a_stalled_part_and_a_stalled_fetch_are_retried() {
+    let c = WalCase::new("nf-stall-more");
+    // wal-fetch: one body stalls past the read timeout, the retry delivers.
+    c.push_direct();
+    c.tcp.add(TcpRule::once(TcpFault::Stall {
+        dir: Dir::Down,
+        after: 4 * MIB,
+        time: Duration::from_secs(120),
+    }));
+    let d = c.dest_dir("stall-once");
+    let r = c.fetch(&c.tcp_env(), &d, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(c.tcp.stats().faults, 1);
+    c.assert_fetched(&d);
+
+    // backup: one multipart part stalls past the read timeout (a bucket of
+    // its own: the segment above is another cluster's).
+    let c = WalCase::new("nf-stall-backup");
+    let direct = env_via(&c.rgw, &c.bucket, &c.rgw.endpoint);
+    let pg = Pg::archiving(c.dir.join("primary"), &direct);
+    pg.pgbench(&["-i", "-s", "3", "-q"]);
+    let mut env = c.tcp_env();
+    env.push(("PITR_S3_PART_SIZE".into(), "5".into()));
+    c.tcp.add(TcpRule::once(TcpFault::Stall {
+        dir: Dir::Up,
+        after: 12 * MIB,
+        time: Duration::from_secs(120),
+    }));
+    let r = pitr_run(
+        &env,
+        &["backup", "-d", &pg.conninfo(), "--wal-timeout", "60"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(c.tcp.stats().faults, 1, "{:?}", c.tcp.stats().events);
+    let id = r.stdout.trim().to_string();
+    let v = pitr_run(&direct, &["backup", "verify", &id]);
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(c.rgw.open_uploads(&c.bucket, "pg/").is_empty());
+}
