@@ -3,7 +3,7 @@
 # with pitr, barman-cloud and pgBackRest in one run, and print the time until
 # the restored server accepts connections as a promoted primary, the WAL
 # segments it replayed, and the ratios against pitr. Variants: pitr with and
-# without prefetch, pitr with --jobs 1 (one GET per tar) against its default
+# without prefetch, pitr with --jobs 1 (one ranged GET at a time) against its default
 # --jobs 4 (ranged GETs in flight per tar), pitr restoring barman-cloud's own backup and WAL,
 # barman-cloud with and without --parallel, pgBackRest with and without
 # process-max=2 + async archive-get, and the floor: a local tar and the same

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::codec::Compression;
 use crate::error::Error;
@@ -180,7 +181,22 @@ pub struct S3Settings {
     /// This is the one retry layer for store requests, except for
     /// wal-fetch, which retries whole fetches itself and sets this to 1.
     pub request_attempts: u32,
+    /// Longest wait for a TCP (and TLS) connection to the store.
+    pub connect_timeout: Duration,
+    /// Longest wait for the store's answer to a request once it is sent,
+    /// and longest a body transfer may make no progress (a stall).
+    pub read_timeout: Duration,
+    /// Longest one store request may take with all its attempts and the
+    /// backoff between them (`None`: no limit but the attempts').
+    pub request_time_limit: Option<Duration>,
 }
+
+/// Default connect timeout (`--s3-connect-timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default read timeout (`--s3-read-timeout`).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default limit for one request with its retries (`--s3-request-time-limit`).
+pub const DEFAULT_REQUEST_TIME_LIMIT: Duration = Duration::from_secs(900);
 
 /// S3 objects up to this size go in one PUT; larger ones in parts of this
 /// size (grown for very large objects, see `PutOptions::size_hint`). Two
@@ -201,6 +217,9 @@ impl Default for S3Settings {
             path_style: true,
             part_size: DEFAULT_PART_SIZE,
             request_attempts: DEFAULT_REQUEST_ATTEMPTS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            request_time_limit: Some(DEFAULT_REQUEST_TIME_LIMIT),
         }
     }
 }

@@ -77,6 +77,25 @@ impl Error {
         }
     }
 
+    /// The same error, of the same kind, with `note` appended to its message.
+    pub fn with_note(self, note: &str) -> Self {
+        let add = |m: String| format!("{m}; {note}");
+        match self {
+            Error::Config(m) => Error::Config(add(m)),
+            Error::NotFound(m) => Error::NotFound(add(m)),
+            Error::Conflict(m) => Error::Conflict(add(m)),
+            Error::Corrupt(m) => Error::Corrupt(add(m)),
+            Error::WrongKey(m) => Error::WrongKey(add(m)),
+            Error::Store(m) => Error::Store(add(m)),
+            Error::Postgres(m) => Error::Postgres(add(m)),
+            Error::Unreachable(m) => Error::Unreachable(add(m)),
+            Error::Io { context, source } => Error::Io {
+                context,
+                source: io::Error::new(source.kind(), add(source.to_string())),
+            },
+        }
+    }
+
     /// Turns an I/O error that came out of a decoding pipeline back into the
     /// library error it carries (the codec layer smuggles `Error` through
     /// `io::Error::other`), or wraps it with `context`.
@@ -95,3 +114,42 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `e` with the errors that caused it, `: `-separated, repeats left out:
+/// a body read that failed says "streaming error: ... Connection reset by
+/// peer", not only "streaming error".
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod cause_tests {
+    #[test]
+    fn causes_are_appended_once() {
+        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("streaming error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(inner);
+        assert_eq!(super::with_causes(&e), "streaming error: connection reset");
+    }
+}

@@ -88,6 +88,32 @@ impl Repo {
         .await
     }
 
+    /// Downloads one of a backup's objects (a tar, the manifest) with
+    /// ranged GETs, `jobs` in flight, and decodes it into `sink`, verifying
+    /// it as [`Repo::decode`] does. A range whose body fails half way (a
+    /// reset, a stall) is fetched again, which one long GET cannot do.
+    /// `None` when there is no object under `key`.
+    pub async fn decode_backup_object<W: std::io::Write + Send + 'static>(
+        &self,
+        key: &str,
+        jobs: usize,
+        sink: W,
+    ) -> Result<Option<(DownloadReport, W)>> {
+        use crate::transfer::ranged;
+        // The HEAD gives the metadata (checksum, size) a GET would carry.
+        let Some(info) = self.store.head(key).await? else {
+            return Ok(None);
+        };
+        let (obj, feed) = ranged::open(self.store.as_ref(), info, jobs.max(1), ranged::RANGE_SIZE);
+        let (decoded, fed) = tokio::join!(
+            self.decode(OpenedObject::of_backup_object(self, obj)?, sink),
+            feed
+        );
+        // A failed feed is the cause of the decoder's read error: report it.
+        fed?;
+        decoded.map(Some)
+    }
+
     /// The repository and server, for messages.
     pub fn describe(&self) -> String {
         format!(

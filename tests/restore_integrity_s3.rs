@@ -216,7 +216,7 @@ fn tree(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 }
 
 #[test]
-fn a_ranged_parallel_restore_is_byte_identical_to_one_stream() {
+fn a_ranged_parallel_restore_is_byte_identical_to_one_range_at_a_time() {
     let rgw = Rgw::from_env();
     let bucket = rgw.new_bucket("ri-ranged");
     let dir = TestDir::new("ri-ranged");
@@ -269,7 +269,13 @@ fn a_ranged_parallel_restore_is_byte_identical_to_one_stream() {
                 .count()
         };
         if compression == "none" {
-            assert_eq!(ranged_gets(&one), 0, "--jobs 1 reads each tar in one GET");
+            // Both in ranges (so a range that fails half way is fetched
+            // again): one at a time with --jobs 1, four in flight with 4.
+            assert!(
+                ranged_gets(&one) >= 3,
+                "--jobs 1 reads the data.tar in ranges, one at a time: {}",
+                ranged_gets(&one)
+            );
             assert!(
                 ranged_gets(&four) >= 3,
                 "--jobs 4 reads the {compression} data.tar in ranges: {}",

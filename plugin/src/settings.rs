@@ -211,6 +211,7 @@ impl RepoSettings {
                 path_style: true,
                 part_size: self.part_size,
                 request_attempts,
+                ..S3Settings::default()
             },
             compression: self.compression,
             encryption_key_file: None,

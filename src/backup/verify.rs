@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::{CatalogEntry, ObjectKind, StoredObject};
 use crate::error::{Error, Result};
-use crate::repo::{OpenedObject, Repo};
+use crate::repo::Repo;
 use crate::tar_walk::{TarMember, TarVisitor, TarWalker};
 
 #[derive(Debug, Clone, Default)]
@@ -110,14 +110,15 @@ impl Write for TarDigest {
     }
 }
 
+/// Ranged GETs in flight per object verified (each range is retried when
+/// its body fails half way).
+const VERIFY_JOBS: usize = 4;
+
 async fn fetch_manifest(repo: &Repo, object: &StoredObject) -> Result<Manifest> {
-    let obj =
-        repo.store.get(&object.key).await?.ok_or_else(|| {
-            Error::NotFound(format!("the backup manifest {} is missing", object.key))
-        })?;
     let (_, bytes) = repo
-        .decode(OpenedObject::of_backup_object(repo, obj)?, Vec::new())
-        .await?;
+        .decode_backup_object(&object.key, VERIFY_JOBS, Vec::new())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("the backup manifest {} is missing", object.key)))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::Corrupt(format!("{} is not a backup manifest: {e}", object.key)))
 }
@@ -145,12 +146,6 @@ pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
             Some(oid) => format!("pg_tblspc/{oid}/"),
             None => String::new(),
         };
-        let Some(obj) = repo.store.get(&object.key).await? else {
-            report
-                .problems
-                .push(format!("{} is missing from the store", object.key));
-            continue;
-        };
         let current = Arc::new(Mutex::new(None));
         let hashed = Arc::new(Mutex::new(BTreeMap::new()));
         let sink = TarDigest {
@@ -166,9 +161,19 @@ pub async fn verify(repo: &Repo, entry: &CatalogEntry) -> Result<VerifyReport> {
             ),
             current: current.clone(),
         };
-        let outcome = repo
-            .decode(OpenedObject::of_backup_object(repo, obj)?, sink)
-            .await;
+        let outcome = match repo
+            .decode_backup_object(&object.key, VERIFY_JOBS, sink)
+            .await
+        {
+            Ok(Some(done)) => Ok(done),
+            Ok(None) => {
+                report
+                    .problems
+                    .push(format!("{} is missing from the store", object.key));
+                continue;
+            }
+            Err(e) => Err(e),
+        };
         seen.append(&mut hashed.lock().unwrap());
         let outcome = outcome.and_then(|(r, mut sink)| sink.walker.finish().map(|()| r));
         match outcome {

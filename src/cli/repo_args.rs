@@ -42,6 +42,44 @@ pub struct RepoArgs {
           value_parser = clap::value_parser!(u32).range(5..=5120))]
     pub s3_part_size: u32,
 
+    /// Attempts per S3 request (1: no retry); failed attempts are retried
+    /// with exponential backoff (about 1 s, doubling, at most 20 s)
+    #[arg(long, global = true, env = "PITR_S3_ATTEMPTS", default_value_t = pitr::config::DEFAULT_REQUEST_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
+    pub s3_attempts: u32,
+
+    /// Seconds to wait for a connection to the S3 store
+    #[arg(
+        long,
+        global = true,
+        env = "PITR_S3_CONNECT_TIMEOUT",
+        default_value_t = 5.0,
+        value_name = "SECS"
+    )]
+    pub s3_connect_timeout: f64,
+
+    /// Seconds to wait for the S3 store's answer to a request, and the
+    /// longest a transfer may make no progress (a stall)
+    #[arg(
+        long,
+        global = true,
+        env = "PITR_S3_READ_TIMEOUT",
+        default_value_t = 60.0,
+        value_name = "SECS"
+    )]
+    pub s3_read_timeout: f64,
+
+    /// Seconds one S3 request may take with all its attempts and the
+    /// backoff between them (0: no limit but the attempts')
+    #[arg(
+        long,
+        global = true,
+        env = "PITR_S3_REQUEST_TIME_LIMIT",
+        default_value_t = 900.0,
+        value_name = "SECS"
+    )]
+    pub s3_request_time_limit: f64,
+
     /// Server-side encryption: none, AES256 (SSE-S3) or aws:kms (SSE-KMS)
     #[arg(long, global = true, env = "PITR_SSE", default_value = "none")]
     pub sse: String,
@@ -68,6 +106,15 @@ pub struct RepoArgs {
         value_name = "FILE"
     )]
     pub encryption_key_file: Option<PathBuf>,
+}
+
+/// A duration flag: a number of seconds, not negative.
+fn seconds(v: f64, flag: &str) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(v).map_err(|_| {
+        Error::Config(format!(
+            "{flag} {v}: give a number of seconds, 0 or more (e.g. 30 or 2.5)"
+        ))
+    })
 }
 
 fn absolute(p: &std::path::Path) -> String {
@@ -105,6 +152,19 @@ impl RepoArgs {
         }
         if self.virtual_host_style {
             out.push("--virtual-host-style".into());
+        }
+        // Timeouts given other than the defaults (wal-fetch's attempts are
+        // its own --retries).
+        let timeouts = [
+            ("--s3-connect-timeout", self.s3_connect_timeout, 5.0),
+            ("--s3-read-timeout", self.s3_read_timeout, 60.0),
+            ("--s3-request-time-limit", self.s3_request_time_limit, 900.0),
+        ];
+        for (flag, value, default) in timeouts {
+            if value != default {
+                out.push(flag.to_string());
+                out.push(value.to_string());
+            }
         }
         out
     }
@@ -169,7 +229,14 @@ impl RepoArgs {
                 sse,
                 path_style: !self.virtual_host_style,
                 part_size: self.s3_part_size as usize * (1 << 20),
-                request_attempts: pitr::config::DEFAULT_REQUEST_ATTEMPTS,
+                request_attempts: self.s3_attempts,
+                connect_timeout: seconds(self.s3_connect_timeout, "--s3-connect-timeout")?,
+                read_timeout: seconds(self.s3_read_timeout, "--s3-read-timeout")?,
+                request_time_limit: Some(seconds(
+                    self.s3_request_time_limit,
+                    "--s3-request-time-limit",
+                )?)
+                .filter(|d| !d.is_zero()),
             },
             compression,
             encryption_key_file: self.encryption_key_file.clone(),
@@ -219,5 +286,46 @@ mod tests {
             .unwrap_err();
         assert!(!e.to_string().contains("SeCrEtPw"), "{e}");
         assert!(args("https://rgw:7443").to_config_with(&|_| None).is_ok());
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        repo: super::RepoArgs,
+    }
+
+    fn parse(args: &[&str]) -> super::RepoArgs {
+        let mut all = vec!["pitr", "--repo", "s3://bucket/p", "--server-name", "main"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap().repo
+    }
+
+    #[test]
+    fn timeouts_given_reach_the_restore_command_and_the_settings() {
+        let a = parse(&["--s3-read-timeout", "10", "--s3-request-time-limit", "0"]);
+        let flags = a.fetch_args();
+        assert!(
+            flags.windows(2).any(|w| w == ["--s3-read-timeout", "10"]),
+            "{flags:?}"
+        );
+        assert!(
+            flags
+                .windows(2)
+                .any(|w| w == ["--s3-request-time-limit", "0"]),
+            "{flags:?}"
+        );
+        assert!(
+            !flags.iter().any(|f| f == "--s3-connect-timeout"),
+            "{flags:?}"
+        );
+        let cfg = a.to_config_with(&|_| None).unwrap();
+        assert_eq!(cfg.s3.read_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(cfg.s3.request_time_limit, None, "0: no limit");
+        assert_eq!(cfg.s3.request_attempts, 3);
+
+        let bad = parse(&["--s3-connect-timeout=-1"]).to_config_with(&|_| None);
+        let e = bad.unwrap_err().to_string();
+        assert!(e.contains("--s3-connect-timeout -1"), "{e}");
+        assert!(Cli::try_parse_from(["pitr", "--s3-attempts", "0"]).is_err());
     }
 }

@@ -38,7 +38,7 @@ pub struct RestoreArgs {
     pub waldir: Option<PathBuf>,
     /// Ranged GETs in flight per tar: a large tar downloads this many
     /// 8 MiB ranges at once, about (N + 2) x 8 MiB of memory per tar
-    /// (1: one GET per tar)
+    /// (1: one range at a time)
     #[arg(long, env = "PITR_RESTORE_JOBS", default_value_t = pitr::restore::execute::DEFAULT_JOBS as u32,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: u32,

@@ -29,9 +29,9 @@ use crate::backup::take::Progress;
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
 use crate::layout::BackupFile;
-use crate::repo::{OpenedObject, Repo};
+use crate::repo::Repo;
 use crate::tar_walk::TarWalker;
-use crate::transfer::{ranged, DownloadReport};
+use crate::transfer::DownloadReport;
 
 /// Ranged GETs in flight per tar unless told otherwise.
 pub const DEFAULT_JOBS: usize = 4;
@@ -52,7 +52,7 @@ pub struct ExecuteRequest {
     /// Keep pg_wal in this directory (its own volume) with a symbolic link
     /// from PGDATA, as `initdb --waldir` and `pg_basebackup --waldir` do.
     pub wal_dir: Option<PathBuf>,
-    /// Ranged GETs in flight per tar (1: one GET per tar). Every tar is
+    /// Ranged GETs in flight per tar (1: one range at a time). Every tar is
     /// downloaded at once in any case.
     pub jobs: usize,
 }
@@ -68,8 +68,6 @@ pub struct ExecuteReport {
 /// One tar of the backup and where it goes.
 struct Job {
     key: String,
-    /// Stored size, from the listing.
-    size: u64,
     dest: PathBuf,
     /// What pitr.json records for it (None for a backup Barman took).
     expected: Option<StoredObject>,
@@ -165,7 +163,6 @@ async fn jobs(
         };
         out.push(Job {
             key: o.key,
-            size: o.size,
             dest,
             expected: None,
         });
@@ -256,22 +253,12 @@ async fn extract_one(
     let sink = ExtractSink {
         walker: TarWalker::new(&job.key, extractor),
     };
-    let (report, mut sink) = if ranged::worth_it(job.size, ranged_jobs, ranged::RANGE_SIZE) {
-        // The HEAD gives the metadata (checksum, size) a GET would carry.
-        let info = repo.store.head(&job.key).await?.ok_or_else(vanished)?;
-        let (obj, feed) = ranged::open(repo.store.as_ref(), info, ranged_jobs, ranged::RANGE_SIZE);
-        let (decoded, fed) = tokio::join!(
-            repo.decode(OpenedObject::of_backup_object(repo, obj)?, sink),
-            feed
-        );
-        let decoded = decoded?;
-        fed?;
-        decoded
-    } else {
-        let obj = repo.store.get(&job.key).await?.ok_or_else(vanished)?;
-        repo.decode(OpenedObject::of_backup_object(repo, obj)?, sink)
-            .await?
-    };
+    // Always in ranges (one at a time with --jobs 1): a range that fails
+    // half way is fetched again, where a failed single GET failed the restore.
+    let (report, mut sink) = repo
+        .decode_backup_object(&job.key, ranged_jobs, sink)
+        .await?
+        .ok_or_else(vanished)?;
     sink.finish()?;
     if let Some(want) = &job.expected {
         check_recorded(&job.key, want, &report)?;
@@ -419,13 +406,17 @@ pub async fn execute(
         .chain(req.wal_dir.clone())
         .collect();
     let result = restore_into(repo, plan, req, &jobs, &tablespaces, &replace, progress).await;
-    if result.is_err() {
-        // Leave nothing half-restored behind.
+    result.map_err(|e| {
+        // Leave nothing half-restored behind, and say so.
         for d in &dirs {
             let _ = empty_dir(d);
         }
-    }
-    result
+        e.with_note(&format!(
+            "the restore into {} was undone (nothing half-restored is left): run the restore \
+             again once the cause is fixed",
+            req.pgdata.display()
+        ))
+    })
 }
 
 async fn restore_into(
@@ -582,7 +573,6 @@ mod tests {
     fn job(file: &str) -> Job {
         Job {
             key: format!("pg/main/base/20260101T000000/{file}"),
-            size: 0,
             dest: PathBuf::from("/x"),
             expected: None,
         }

@@ -128,7 +128,11 @@ pub trait ObjectStore: Send + Sync {
         };
         let mut body = Vec::new();
         obj.body.read_to_end(&mut body).await.map_err(|e| {
-            crate::error::Error::Store(format!("reading {key} from {} failed: {e}", self.url()))
+            crate::error::Error::Store(format!(
+                "reading {key} from {} failed: {}",
+                self.url(),
+                crate::error::with_causes(&e)
+            ))
         })?;
         Ok(Some(body))
     }

@@ -6,10 +6,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation, RuntimeComponents, StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
@@ -17,7 +19,7 @@ use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::s3_error::{classify, to_error, Failure, Target};
 use super::{
@@ -40,6 +42,9 @@ pub struct S3Store {
     endpoint: String,
     sse: Sse,
     part_size: usize,
+    /// Attempts per request (`--s3-attempts`), also for reading a small
+    /// object's body again when it fails half way.
+    attempts: u32,
 }
 
 /// The most keys one DeleteObjects request may name (S3's limit).
@@ -104,16 +109,81 @@ pub fn client(settings: &S3Settings) -> Result<Client> {
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         .retry_config(RetryConfig::standard().with_max_attempts(settings.request_attempts.max(1)))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .read_timeout(Duration::from_secs(60))
+        .timeout_config({
+            let mut t = TimeoutConfig::builder()
+                .connect_timeout(settings.connect_timeout)
+                .read_timeout(settings.read_timeout);
+            t.set_operation_timeout(settings.request_time_limit);
+            t.build()
+        })
+        // A body that makes no progress for the read timeout is a stall.
+        .stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled()
+                .grace_period(settings.read_timeout.max(Duration::from_secs(1)))
                 .build(),
-        );
+        )
+        .interceptor(AttemptLog);
     if let Some(url) = &settings.endpoint_url {
         b = b.endpoint_url(url);
     }
     Ok(Client::from_conf(b.build()))
+}
+
+/// Logs every failed attempt of a store request that the S3 client may
+/// retry (no answer, a timeout, HTTP 5xx, 429): the retries would be
+/// silent otherwise. Names the request and the fault, never credentials
+/// (requests are signed in headers, which are not logged).
+#[derive(Debug)]
+struct AttemptLog;
+
+impl Intercept for AttemptLog {
+    fn name(&self) -> &'static str {
+        "pitr-attempt-log"
+    }
+
+    fn read_after_attempt(
+        &self,
+        ctx: &FinalizerInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        let Some(Err(err)) = ctx.output_or_error() else {
+            return Ok(());
+        };
+        let request = ctx
+            .request()
+            .map(|r| {
+                let uri = r.uri();
+                let path = uri.split('?').next().unwrap_or(uri);
+                let path = path.split("://").last().unwrap_or(path);
+                let path = path.find('/').map(|i| &path[i..]).unwrap_or("/");
+                format!("{} {path}", r.method())
+            })
+            .unwrap_or_else(|| "request".into());
+        let fault = match ctx.response().map(|r| r.status().as_u16()) {
+            Some(s) if s >= 500 || s == 429 || s == 408 => {
+                let body = ctx
+                    .response()
+                    .and_then(|r| r.body().bytes())
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let code = body
+                    .split("<Code>")
+                    .nth(1)
+                    .and_then(|c| c.split("</Code>").next())
+                    .map(|c| format!(" {c}"))
+                    .unwrap_or_default();
+                format!("HTTP {s}{code}")
+            }
+            Some(_) => return Ok(()),
+            None => aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+        };
+        warn!(
+            "store request {request}: attempt failed: {fault} (retried while --s3-attempts and \
+             --s3-request-time-limit allow)"
+        );
+        Ok(())
+    }
 }
 
 impl S3Store {
@@ -143,6 +213,7 @@ impl S3Store {
             endpoint,
             sse: settings.sse.clone(),
             part_size: settings.part_size,
+            attempts: settings.request_attempts.max(1),
         })
     }
 
@@ -373,6 +444,41 @@ impl ObjectStore for S3Store {
         }
     }
 
+    /// A small object whole. The S3 client retries a request that fails
+    /// before its answer arrives, not a body that fails half way (a reset,
+    /// a stall): that is read again here, with the same attempts.
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        use tokio::io::AsyncReadExt;
+        let mut attempt = 1;
+        loop {
+            let Some(mut obj) = self.get(key).await? else {
+                return Ok(None);
+            };
+            let mut body = Vec::with_capacity(obj.info.size.min(64 << 20) as usize);
+            match obj.body.read_to_end(&mut body).await {
+                Ok(_) => return Ok(Some(body)),
+                Err(e) if attempt < self.attempts => {
+                    warn!(
+                        "store request GET {key}: attempt failed: reading the body: {} (read \
+                         again, attempt {} of {})",
+                        crate::error::with_causes(&e),
+                        attempt + 1,
+                        self.attempts
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(Error::Store(format!(
+                        "reading {key} from {} failed: {} (after {attempt} attempts)",
+                        self.url(),
+                        crate::error::with_causes(&e)
+                    )))
+                }
+            }
+        }
+    }
+
     async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<RangeBytes>> {
         debug!("store request: GET {key} (bytes {start}+{len})");
         let range = format!("bytes={start}-{}", start + len.max(1) - 1);
@@ -389,8 +495,9 @@ impl ObjectStore for S3Store {
                 let version = o.e_tag().map(str::to_string);
                 let bytes = o.body.collect().await.map_err(|e| {
                     Error::Store(format!(
-                        "reading bytes {start}+{len} of {key} from {} failed: {e}",
-                        self.url()
+                        "reading bytes {start}+{len} of {key} from {} failed: {}",
+                        self.url(),
+                        crate::error::with_causes(&e)
                     ))
                 })?;
                 Ok(Some(RangeBytes {
@@ -511,6 +618,7 @@ impl ObjectStore for S3Store {
                 endpoint: self.endpoint.clone(),
                 sse: self.sse.clone(),
                 part_size: self.part_size,
+                attempts: self.attempts,
             },
             key: key.to_string(),
             part_size: part_size_for(self.part_size, opts.size_hint),

@@ -120,7 +120,11 @@ fn dispatch_hint(detail: &str, endpoint: &str) -> String {
     } else if d.contains("dns error") || d.contains("failed to lookup") {
         format!("cannot resolve the host of {endpoint}: check --endpoint-url / PITR_ENDPOINT_URL")
     } else if d.contains("timeout") || d.contains("timed out") {
-        format!("{endpoint} did not answer in time: check the network and --endpoint-url / PITR_ENDPOINT_URL")
+        format!(
+            "{endpoint} did not answer in time (limits: --s3-connect-timeout, \
+             --s3-read-timeout, --s3-request-time-limit): check the network and \
+             --endpoint-url / PITR_ENDPOINT_URL"
+        )
     } else {
         format!("cannot reach {endpoint}: check --endpoint-url / PITR_ENDPOINT_URL ({detail})")
     }

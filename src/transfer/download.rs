@@ -48,7 +48,8 @@ pub async fn download<W: Write + Send + 'static>(
             Ok(0) => break,
             Ok(_) => Ok(buf.freeze()),
             Err(e) => Err(io::Error::other(Error::Store(format!(
-                "reading {what} from the store failed: {e}"
+                "reading {what} from the store failed: {}",
+                crate::error::with_causes(&e)
             )))),
         };
         let failed = item.is_err();

@@ -28,12 +28,6 @@ pub const RANGE_SIZE: u64 = 8 << 20;
 /// Tries per range before the download fails.
 pub const ATTEMPTS: u32 = 3;
 
-/// Whether an object of `size` bytes is worth reading in ranges with
-/// `jobs` in flight.
-pub fn worth_it(size: u64, jobs: usize, range_size: u64) -> bool {
-    jobs > 1 && size > 2 * range_size
-}
-
 /// `info`'s object as an [`Object`] whose body is fed by ranged GETs, and
 /// the future that feeds it: poll both together (`tokio::join!`). The feed
 /// ends early, without error, when the reader stops reading; a failure

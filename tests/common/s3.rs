@@ -43,6 +43,7 @@ impl Rgw {
             path_style: true,
             part_size: pitr::store::s3::DEFAULT_PART_SIZE,
             request_attempts: pitr::config::DEFAULT_REQUEST_ATTEMPTS,
+            ..S3Settings::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
