@@ -237,6 +237,45 @@ fn wal_push_gives_up_on_a_stall_longer_than_the_read_timeout() {
 }
 
 #[test]
+fn wal_push_killed_in_the_middle_of_its_put_stores_nothing_and_the_retry_stores_it_once() {
+    let c = WalCase::new("nf-push-kill");
+    // The PUT's body stops after 4 MiB, long enough to kill the push in
+    // the middle of its upload (no timeout fires first).
+    c.tcp.add(TcpRule::once(TcpFault::Stall {
+        dir: Dir::Up,
+        after: 4 * MIB,
+        time: Duration::from_secs(120),
+    }));
+    let mut env = c.tcp_env();
+    env.push(("PITR_S3_READ_TIMEOUT".into(), "60".into()));
+    let mut child = pitr()
+        .envs(env.iter().cloned())
+        .arg("wal-push")
+        .arg(&c.segment)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    c.tcp
+        .wait_for("the PUT to stall", Duration::from_secs(60), |s| {
+            s.faults >= 1
+        });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the push is still uploading"
+    );
+    child.kill().unwrap(); // SIGKILL, half of the body sent
+    child.wait().unwrap();
+    c.assert_nothing_stored();
+
+    // PostgreSQL's archiver calls again: stored once, byte for byte.
+    c.tcp.clear();
+    let r = c.push(&c.tcp_env());
+    assert_eq!(r.code, 0, "{r:?}");
+    c.assert_stored_once();
+}
+
+#[test]
 fn wal_push_fails_cleanly_when_connections_are_refused() {
     let c = WalCase::new("nf-push-refused");
     c.tcp.stop_listening();
