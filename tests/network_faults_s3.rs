@@ -869,3 +869,46 @@ fn a_stalled_part_and_a_stalled_fetch_are_retried() {
     assert_eq!(v.code, 0, "{v:?}");
     assert!(c.rgw.open_uploads(&c.bucket, "pg/").is_empty());
 }
+
+#[test]
+fn history_probes_and_expire_under_5xx_fail_loudly_never_as_not_found() {
+    let c = WalCase::new("nf-hist-5xx");
+    c.push_direct();
+    let http = HttpProxy::start(&c.rgw.http_endpoint);
+    let env = env_via(&c.rgw, &c.bucket, &http.url());
+    let probe = |env: &[(String, String)], extra: &[&str]| {
+        let d = c.dest_dir("hist");
+        let dest = d.join("RECOVERYHISTORY");
+        let mut args = vec!["wal-fetch", "00000002.history", dest.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let r = pitr_run(env, &args);
+        assert!(!dest.exists(), "{r:?}");
+        r
+    };
+
+    // A history probe the store cannot answer is a failure (255), never
+    // "not in the archive" (1), which would pick the wrong timeline.
+    http.add(HttpRule::always(HttpAction::SlowDown));
+    let r = probe(&env, &[]);
+    assert_eq!(r.code, 255, "{r:?}");
+    assert!(r.stderr.contains("SlowDown"), "{r:?}");
+    assert!(http.stats().faults >= 1);
+    // expire cannot read the catalog: it fails and deletes nothing.
+    let policy = ["expire", "--retention-policy", "REDUNDANCY 1"];
+    let r = pitr_run(&env, &policy);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("SlowDown"), "{r:?}");
+    assert_eq!(wal_keys(&c.rgw, &c.bucket).len(), 1);
+
+    // One 503 each: retried, and the answers are the real ones.
+    http.clear();
+    let before = http.stats().faults;
+    http.add(HttpRule::once(HttpAction::SlowDown));
+    let r = probe(&env, &[]);
+    assert_eq!(r.code, 1, "not in the archive, truly: {r:?}");
+    http.add(HttpRule::once(HttpAction::InternalError));
+    let r = pitr_run(&env, &policy);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(http.stats().faults - before, 2, "{:?}", http.stats().events);
+    assert_eq!(wal_keys(&c.rgw, &c.bucket).len(), 1, "nothing to expire");
+}
