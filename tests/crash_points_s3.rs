@@ -31,16 +31,17 @@ fn json(text: &str) -> serde_json::Value {
 /// `pitr backup`, frozen at `point` and killed there; returns the killed
 /// backup's id.
 fn kill_backup_at(env: &[(String, String)], pg: &Pg, stops: &StopPoints, point: &str) -> String {
-    let mut child = pitr()
-        .envs(env.iter().cloned())
-        .envs(stops.env(point))
-        .args(["backup", "-d", &pg.conninfo(), "--wal-timeout", "60"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    stops.wait_child(point, &mut child, WAIT).kill();
-    child.wait().unwrap();
+    stops.kill_at(
+        pitr().envs(env.iter().cloned()).args([
+            "backup",
+            "-d",
+            &pg.conninfo(),
+            "--wal-timeout",
+            "60",
+        ]),
+        point,
+        WAIT,
+    );
     let listed = json(&pitr_cmd(env, &["backup", "list", "--format", "json"]).stdout);
     let newest = listed["backups"]
         .as_array()
@@ -161,17 +162,14 @@ fn a_restore_killed_midway_cannot_be_started_and_a_rerun_replaces_it() {
 
     for point in ["restore-extracting", "restore-writing-recovery-settings"] {
         let data = dir.join(format!("restored-{point}"));
-        let mut child = pitr()
-            .envs(env.iter().cloned())
-            .envs(stops.env(point))
-            .args(["restore", "--jobs", "1", "--pgdata"])
-            .arg(&data)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        stops.wait_child(point, &mut child, WAIT).kill();
-        child.wait().unwrap();
+        stops.kill_at(
+            pitr()
+                .envs(env.iter().cloned())
+                .args(["restore", "--jobs", "1", "--pgdata"])
+                .arg(&data),
+            point,
+            WAIT,
+        );
 
         // Marked, and without PG_VERSION: PostgreSQL refuses it.
         let note = std::fs::read_to_string(data.join("pitr-restore-incomplete")).unwrap();
@@ -252,22 +250,18 @@ fn a_wal_fetch_killed_during_recovery_never_feeds_postgresql_half_a_segment() {
             std::fs::write(&auto, format!("{text}restore_command = '{c}'\n")).unwrap();
         };
         set_command(&frozen_command);
-        pg.start_nowait(&env);
-        let frozen = stops.wait(point, WAIT);
-        let segment = frozen.detail.clone();
-        frozen.kill();
         // PostgreSQL ends recovery on a restore_command killed by a signal:
         // it stops, it does not promote.
-        let deadline = std::time::Instant::now() + WAIT;
-        while pg.is_running() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still running:\n{}",
-                pg.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let log = pg.log_since_start();
+        let (log, segment) = std::thread::scope(|s| {
+            let killer = s.spawn(|| {
+                let frozen = stops.wait(point, WAIT);
+                let segment = frozen.detail.clone();
+                frozen.kill();
+                segment
+            });
+            let log = pg.start_expecting_stop(&env, WAIT);
+            (log, killer.join().unwrap())
+        });
         // (Through the shell of the command line, the kill is exit code 137.)
         assert!(
             log.contains(&format!("could not restore file \"{segment}\""))
@@ -293,12 +287,7 @@ fn refuses_to_start(data: &Path, why: &str) {
     if common::running_as_root() {
         common::chown_postgres(data);
     }
-    let mut cmd = if common::running_as_root() {
-        common::as_postgres("timeout")
-    } else {
-        std::process::Command::new("timeout")
-    };
-    let r = run(cmd
+    let r = run(common::as_postgres("timeout")
         .arg("30")
         .arg(pg::bin_dir().join("postgres"))
         .arg("-D")
@@ -384,22 +373,17 @@ fn listed(env: &[(String, String)]) -> Vec<String> {
 
 /// `pitr expire` frozen at `point` and killed there.
 fn kill_expire_at(env: &[(String, String)], stops: &StopPoints, policy: &str, point: &str) {
-    let mut child = pitr()
-        .envs(env.iter().cloned())
-        .envs(stops.env(point))
-        .args([
+    stops.kill_at(
+        pitr().envs(env.iter().cloned()).args([
             "expire",
             "--retention-policy",
             policy,
             "--minimum-redundancy",
             "1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    stops.wait_child(point, &mut child, WAIT).kill();
-    child.wait().unwrap();
+        ]),
+        point,
+        WAIT,
+    );
 }
 
 #[test]

@@ -573,22 +573,14 @@ fn a_fetch_killed_before_its_rename_leaves_no_segment_and_the_next_cleans_up() {
 
     // Frozen after the segment is written, verified and fsynced, before
     // the rename that makes it visible; then killed.
-    let mut child = pitr()
-        .envs(env.iter().cloned())
-        .envs(stops.env("fetch-before-rename"))
-        .args(["wal-fetch", "--prefetch", "0", SEG1])
-        .arg(&dest)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    stops
-        .wait_child(
-            "fetch-before-rename",
-            &mut child,
-            std::time::Duration::from_secs(60),
-        )
-        .kill();
-    child.wait().unwrap();
+    stops.kill_at(
+        pitr()
+            .envs(env.iter().cloned())
+            .args(["wal-fetch", "--prefetch", "0", SEG1])
+            .arg(&dest),
+        "fetch-before-rename",
+        std::time::Duration::from_secs(60),
+    );
     assert!(!dest.exists(), "PostgreSQL never sees the segment");
     let left: Vec<String> = std::fs::read_dir(&pg_wal)
         .unwrap()

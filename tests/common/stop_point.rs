@@ -100,6 +100,19 @@ impl StopPoints {
         self.wait_n(point, 1, timeout, || true).remove(0)
     }
 
+    /// Runs `cmd` (its output discarded) until it stops at `point`, then
+    /// kills it there with SIGKILL and reaps it.
+    pub fn kill_at(&self, cmd: &mut std::process::Command, point: &str, timeout: Duration) {
+        let mut child = cmd
+            .envs(self.env(point))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.wait_child(point, &mut child, timeout).kill();
+        child.wait().unwrap();
+    }
+
     /// Waits for `child` to stop at `point`.
     pub fn wait_child(
         &self,
